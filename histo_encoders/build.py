@@ -1,0 +1,219 @@
+"""``load()``: resolve a name -> fetch the files -> verify them -> build the timm model -> load strictly.
+
+Each step is one function, and each either succeeds or raises a typed error: there is no path
+that hands back a model with random or partial weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from histo_encoders import hub, hub_format
+from histo_encoders.errors import (
+    ConfigError,
+    CorruptWeightsError,
+    EncoderNotPublishedError,
+    UnknownEncoderError,
+    WeightsMismatchError,
+)
+from histo_encoders.registry import EncoderConfig, get_config, is_registered, suggest
+
+# The only keys a checkpoint may have that our pooled-feature model lacks: a classification
+# head (timm's ImageNet weights carry one). Anything else is a mismatch.
+_DROPPABLE_HEAD = frozenset({"fc.weight", "fc.bias"})
+
+
+@dataclass(frozen=True)
+class FetchedEncoder:
+    """Verified local weights and the record describing them."""
+
+    config: EncoderConfig
+    weights_path: Path
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def load(
+    name_or_id: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    device: str | torch.device | None = None,
+) -> torch.nn.Module:
+    """Return a pretrained encoder as a timm model in eval mode producing pooled features.
+
+    ``name_or_id`` is a registry name or alias (``"moco-camelyon"``), a hub id
+    (``"hf-hub:org/name@revision"``), a local encoder folder or a ``.safetensors`` file beside
+    its ``config.json``. ``revision`` overrides the pinned hub commit.
+
+    The model carries ``pretrained_cfg`` (so ``timm.data.resolve_model_data_config`` gives the
+    right preprocessing), ``histo_config`` (the EncoderConfig) and ``histo_provenance``.
+
+    Raises UnknownEncoderError, EncoderNotPublishedError, WeightsUnavailableError,
+    ChecksumMismatchError, CorruptWeightsError, WeightsMismatchError or ConfigError.
+    """
+    fetched = fetch(name_or_id, revision=revision)
+    model = build_model(fetched.config)
+    dropped = load_weights_strictly(model, read_weights(fetched.weights_path), fetched.config)
+    model.histo_config = fetched.config
+    model.histo_provenance = {**fetched.provenance, "dropped_keys": sorted(dropped)}
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def fetch(name_or_id: str | os.PathLike[str], *, revision: str | None = None) -> FetchedEncoder:
+    """Resolve ``name_or_id``, download what is missing and verify the weights' sha256."""
+    text = os.fspath(name_or_id)
+    if isinstance(name_or_id, str) and is_registered(text):
+        return _fetch_registered(get_config(text), revision)
+    if text.startswith(hub.HUB_PREFIX):
+        return _fetch_hub_id(hub.parse_hub_id(text), revision)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _fetch_local(path)
+    raise UnknownEncoderError(text, suggest(text))
+
+
+def _fetch_registered(config: EncoderConfig, revision: str | None) -> FetchedEncoder:
+    if not config.published or config.hub_id is None:
+        raise EncoderNotPublishedError(
+            config.name,
+            "Train it with training/ (see training/README.md), export it with "
+            "`histo-encoders publish`, and load the exported folder: "
+            f"histo_encoders.load('path/to/{config.name}'). Published encoders: "
+            "`histo-encoders list`.",
+        )
+    ref = hub.HubRef(config.hub_id, revision or config.revision)
+    # The record's hash vouches only for the commit it was pinned with.
+    pinned = config.sha256 if ref.revision == config.revision else None
+    weights = hub.download(ref, hub.WEIGHTS_NAME)
+    provenance = _verify_hub_weights(weights, ref, pinned, "the registry record")
+    return FetchedEncoder(config, weights, {"encoder": config.name, **provenance})
+
+
+def _fetch_hub_id(ref: hub.HubRef, revision: str | None) -> FetchedEncoder:
+    if revision and ref.revision and revision != ref.revision:
+        raise ValueError(f"two revisions given: {ref} and revision={revision!r}; give one")
+    ref = hub.HubRef(ref.repo_id, revision or ref.revision)
+    document = _read_json(hub.download(ref, hub.CONFIG_NAME))
+    config = hub_format.from_config_json(document, default_name=ref.repo_id)
+    weights = hub.download(ref, hub.WEIGHTS_NAME)
+    provenance = _verify_hub_weights(weights, ref, config.sha256, f"config.json of {ref}")
+    return FetchedEncoder(config, weights, {"encoder": config.name, **provenance})
+
+
+def _verify_hub_weights(
+    weights: Path, ref: hub.HubRef, expected: str | None, source: str
+) -> dict[str, Any]:
+    commit = hub.commit_of(weights)
+    if expected:
+        sha256 = hub.verify_file(weights, expected, source)
+        checked = source
+    else:
+        key = f"{ref.repo_id}@{commit or ref.revision or 'main'}/{hub.WEIGHTS_NAME}"
+        sha256 = hub.verify_first_seen(weights, key)
+        checked = "the hash recorded at first download"
+    return {
+        "source": "hub",
+        "hub_id": ref.repo_id,
+        "revision": ref.revision,
+        "commit": commit,
+        "weights_sha256": sha256,
+        "sha256_checked_against": checked,
+        "weights_path": str(weights),
+    }
+
+
+def _fetch_local(path: Path) -> FetchedEncoder:
+    folder, weights = (path, path / hub.WEIGHTS_NAME) if path.is_dir() else (path.parent, path)
+    config_path = folder / hub.CONFIG_NAME
+    if not config_path.is_file():
+        raise ConfigError(
+            f"{config_path} not found: a local encoder needs config.json beside its weights. "
+            "Create the folder with `histo-encoders convert` or `histo-encoders publish`."
+        )
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: expected the weights as model.safetensors")
+    config = hub_format.from_config_json(_read_json(config_path), default_name=folder.name)
+    if config.sha256:
+        sha256 = hub.verify_file(weights, config.sha256, str(config_path))
+        checked = str(config_path)
+    else:
+        sha256, checked = hub.sha256_file(weights), "nothing (no hash in config.json)"
+    provenance = {
+        "encoder": config.name,
+        "source": "local",
+        "hub_id": config.hub_id,
+        "revision": None,
+        "commit": None,
+        "weights_sha256": sha256,
+        "sha256_checked_against": checked,
+        "weights_path": str(weights.resolve()),
+    }
+    return FetchedEncoder(config, weights, provenance)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {path} as JSON: {error}") from error
+
+
+def build_model(config: EncoderConfig) -> torch.nn.Module:
+    """Create the timm architecture (pooled features, no classifier) with ``config``'s preprocessing."""
+    import timm
+
+    model = timm.create_model(
+        config.architecture, pretrained=False, num_classes=0, **dict(config.model_args)
+    )
+    if config.num_features and model.num_features != config.num_features:
+        raise ConfigError(
+            f"{config.architecture} with {dict(config.model_args)} has {model.num_features} "
+            f"features, but the record of {config.name!r} says {config.num_features}"
+        )
+    cfg = hub_format.pretrained_cfg(config, source="histo-encoders")
+    model.pretrained_cfg = cfg
+    model.default_cfg = cfg
+    return model
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file. Raises CorruptWeightsError for a truncated or foreign file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CorruptWeightsError(str(path), str(error)) from error
+
+
+def load_weights_strictly(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], config: EncoderConfig
+) -> set[str]:
+    """Load ``state`` into ``model``: every key must match in name and shape.
+
+    Only a classification head (``fc.*``) may be dropped; the dropped keys are returned.
+    Raises WeightsMismatchError otherwise.
+    """
+    expected = model.state_dict()
+    dropped = set(state) & _DROPPABLE_HEAD - set(expected)
+    state = {k: v for k, v in state.items() if k not in dropped}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        raise WeightsMismatchError(config.architecture, missing, unexpected, wrong_shape)
+    model.load_state_dict(state, strict=True)
+    return dropped

@@ -1,0 +1,32 @@
+"""Every environment variable histo-encoders reads, read in one place and only when asked.
+
+Nothing here runs at import time, so importing the package never touches the disk or the network.
+The hub variables (HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE) belong to huggingface_hub, which reads
+them once when it is imported; they are listed here so a user finds them in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_VARIABLE = "HISTO_ENCODERS_HOME"
+HUB_VARIABLES = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN")
+
+
+def home() -> Path:
+    """Folder for histo-encoders' own state (the record of first-seen weight hashes).
+
+    ``$HISTO_ENCODERS_HOME``, else ``$XDG_CACHE_HOME/histo-encoders``, else
+    ``~/.cache/histo-encoders``.
+    """
+    explicit = os.environ.get(HOME_VARIABLE)
+    if explicit:
+        return Path(explicit)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "histo-encoders"
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE asks for cache-only hub access."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}

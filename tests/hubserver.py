@@ -1,0 +1,154 @@
+"""A small Hugging Face hub, served over real HTTP on 127.0.0.1 for the tests.
+
+It answers the endpoints huggingface_hub (and so timm) calls to download a file: HEAD/GET
+``/{org}/{name}/resolve/{revision}/{filename}`` with ETag, X-Repo-Commit and Content-Length, 404s
+carrying X-Error-Code, and ``/api/models/{org}/{name}[/revision/{revision}]``. Repositories hold
+several commits; branches point at one. Every request is counted so tests can assert that an
+offline load sent none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass
+class Repo:
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, revision: str) -> str | None:
+        if revision in self.commits:
+            return revision
+        return self.refs.get(revision)
+
+
+class FakeHub:
+    """Repositories in memory, served by a threaded HTTP server."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, Repo] = {}
+        self.requests: list[tuple[str, str]] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    def add_commit(self, repo_id: str, files: dict[str, bytes], *, branch: str = "main") -> str:
+        """Store ``files`` as a new commit on ``branch`` and return its 40-hex sha."""
+        repo = self.repos.setdefault(repo_id, Repo())
+        digest = hashlib.sha1(repo_id.encode() + str(len(repo.commits)).encode())
+        for name in sorted(files):
+            digest.update(name.encode() + hashlib.sha256(files[name]).digest())
+        commit = digest.hexdigest()
+        repo.commits[commit] = dict(files)
+        repo.refs[branch] = commit
+        return commit
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        hub = self
+
+        class Handler(_Handler):
+            fake_hub = hub
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake_hub: FakeHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def _answer(self, *, send_body: bool) -> None:
+        path = unquote(urlsplit(self.path).path)
+        self.fake_hub.requests.append((self.command, path))
+        parts = path.strip("/").split("/")
+        if len(parts) >= 5 and parts[2] == "resolve":
+            self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), send_body)
+        elif parts[:2] == ["api", "models"] and len(parts) >= 4:
+            revision = parts[5] if len(parts) >= 6 and parts[4] == "revision" else "main"
+            self._model_info("/".join(parts[2:4]), revision, send_body)
+        else:
+            self._error(404, "RepoNotFound", "no such endpoint", send_body)
+
+    def _resolve(self, repo_id: str, revision: str, filename: str, send_body: bool) -> None:
+        repo = self.fake_hub.repos.get(repo_id)
+        if repo is None:
+            return self._error(404, "RepoNotFound", f"{repo_id} not found", send_body)
+        commit = repo.resolve(revision)
+        if commit is None:
+            return self._error(404, "RevisionNotFound", f"{revision} not found", send_body)
+        content = repo.commits[commit].get(filename)
+        if content is None:
+            return self._error(404, "EntryNotFound", f"{filename} not found", send_body, commit)
+        start = self._range_start()
+        body = content[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("ETag", f'"{hashlib.sha256(content).hexdigest()}"')
+        self.send_header("X-Repo-Commit", commit)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def _range_start(self) -> int:
+        header = self.headers.get("Range", "")
+        if header.startswith("bytes=") and header[6:].split("-")[0].isdigit():
+            return int(header[6:].split("-")[0])
+        return 0
+
+    def _model_info(self, repo_id: str, revision: str, send_body: bool) -> None:
+        repo = self.fake_hub.repos.get(repo_id)
+        commit = repo.resolve(revision) if repo else None
+        if repo is None or commit is None:
+            code = "RepoNotFound" if repo is None else "RevisionNotFound"
+            return self._error(404, code, f"{repo_id}@{revision} not found", send_body)
+        siblings = [{"rfilename": name} for name in sorted(repo.commits[commit])]
+        payload = json.dumps({"id": repo_id, "sha": commit, "siblings": siblings}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(payload)
+
+    def _error(
+        self, status: int, code: str, message: str, send_body: bool, commit: str | None = None
+    ) -> None:
+        payload = json.dumps({"error": message}).encode()
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", message)
+        if commit:
+            self.send_header("X-Repo-Commit", commit)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(payload)

@@ -1,0 +1,90 @@
+"""Every registry record is complete and consistent with its architecture and model card."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import timm
+
+from histo_encoders import errors
+from histo_encoders.model_card import front_matter
+from histo_encoders.registry import get_config, list_encoders, register_encoder
+
+CARDS = Path(__file__).resolve().parents[1] / "model_cards"
+NAMES = list(list_encoders())
+
+
+def _card_front_matter(text: str) -> dict[str, object]:
+    match = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert match, "model card has no YAML front matter"
+    meta: dict[str, object] = {}
+    key = ""
+    for line in match.group(1).splitlines():
+        if line.startswith("- "):
+            meta.setdefault(key, [])
+            meta[key].append(line[2:])  # type: ignore[union-attr]
+        else:
+            key, _, value = line.partition(":")
+            if value.strip():
+                meta[key] = value.strip()
+    return meta
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_record_is_complete(name: str) -> None:
+    config = get_config(name)
+    assert config.mpp is not None and 0.1 <= config.mpp <= 2.0
+    assert config.tile_size >= 32
+    assert all(0.0 < m < 1.0 for m in config.mean) and all(0.0 < s < 1.0 for s in config.std)
+    assert config.license and config.citation and config.training_data and config.ssl_method
+    assert config.crop_pct == 1.0, "tiles must never be centre-cropped"
+    assert config.hub_id and re.fullmatch(r"[\w.-]+/[\w.-]+", config.hub_id)
+    if config.published:
+        assert config.revision and re.fullmatch(r"[0-9a-f]{40}", config.revision), "pin a commit"
+    if config.sha256:
+        assert re.fullmatch(r"[0-9a-f]{64}", config.sha256)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_record_fits_its_architecture(name: str) -> None:
+    config = get_config(name)
+    model = timm.create_model(config.architecture, num_classes=0, **dict(config.model_args))
+    assert model.num_features == config.num_features
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_card_matches_record(name: str) -> None:
+    config = get_config(name)
+    text = (CARDS / f"{name}.md").read_text(encoding="utf-8")
+    assert _card_front_matter(text) == front_matter(config)
+    assert f"{config.mpp} um/px" in text and f"{config.tile_size} px" in text
+    assert str(list(config.mean)) in text and str(list(config.std)) in text
+    assert config.license in text
+
+
+def test_aliases_resolve_to_the_same_record() -> None:
+    assert get_config("resnet50.tv_in1k") is get_config("imagenet")
+    assert get_config("lunit_mocov2") is get_config("lunit-mocov2")
+
+
+def test_records_are_frozen() -> None:
+    config = get_config("imagenet")
+    with pytest.raises(AttributeError):
+        config.mpp = 0.25  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.model_args["layers"] = [1]  # type: ignore[index]
+
+
+def test_a_taken_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder(get_config("imagenet").with_updates(aliases=()))
+
+
+def test_unpublished_record_says_so_on_its_card() -> None:
+    config = get_config("moco-camelyon")
+    assert not config.published
+    assert "Not published yet" in (CARDS / "moco-camelyon.md").read_text(encoding="utf-8")
+    with pytest.raises(errors.EncoderNotPublishedError):
+        __import__("histo_encoders").load("moco-camelyon")
