@@ -11,11 +11,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from tests.hubserver import FakeHub
+from tests.hubserver import session_hub
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="histo-encoders-tests-"))
-FAKE_HUB = FakeHub()
-os.environ["HF_ENDPOINT"] = FAKE_HUB.start()
+os.environ["HF_ENDPOINT"] = session_hub().url
 os.environ["HF_HOME"] = str(_SESSION_DIR / "hf-home")
 os.environ["HISTO_ENCODERS_HOME"] = str(_SESSION_DIR / "histo-encoders-home")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"

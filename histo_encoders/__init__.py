@@ -29,8 +29,10 @@ __version__ = "0.1.0"
 # The slide pipeline pulls in OpenSlide, h5py and tifffile: loaded on first use only.
 _LAZY = {
     "embed_slide": "histo_encoders.embed",
-    "embed_slides": "histo_encoders.embed",
+    "embed_slides": "histo_encoders.batch",
     "EmbedOptions": "histo_encoders.embed",
+    "SlideEmbedding": "histo_encoders.embed",
+    "RunSummary": "histo_encoders.batch",
     "open_slide": "histo_encoders.slide",
     "read_features": "histo_encoders.features_io",
 }
@@ -38,6 +40,8 @@ _LAZY = {
 __all__ = [
     "EmbedOptions",
     "EncoderConfig",
+    "RunSummary",
+    "SlideEmbedding",
     "__version__",
     "convert_checkpoint",
     "embed_slide",

@@ -2,7 +2,8 @@
 
 Nothing here runs at import time, so importing the package never touches the disk or the network.
 The hub variables (HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE) belong to huggingface_hub, which reads
-them once when it is imported; they are listed here so a user finds them in one place.
+them once when it is imported, and torchrun's to torch.distributed; both are listed here so a user
+finds every variable in one place.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 HOME_VARIABLE = "HISTO_ENCODERS_HOME"
 HUB_VARIABLES = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN")
+# torchrun's own variables; read by histo_encoders.distributed.rank_info, which validates them.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def home() -> Path:

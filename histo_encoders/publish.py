@@ -102,15 +102,8 @@ def publish_checkpoint(
 
 def config_from_training_meta(name: str, meta: Mapping[str, Any]) -> EncoderConfig:
     """EncoderConfig for a trained encoder: the registered record if any, updated from ``meta``."""
-    fields = {
-        key: meta[key]
-        for key in ("architecture", "model_args", "tile_size", "mpp", "mean", "std")
-        if key in meta
-    }
-    if "num_features" in meta:
-        fields["num_features"] = int(meta["num_features"])
-    if "training_data" in meta:
-        fields["training_data"] = meta["training_data"]
+    facts = ("architecture", "model_args", "num_features", "tile_size", "mpp", "mean", "std")
+    fields = {key: meta[key] for key in (*facts, "training_data", "ssl_method") if key in meta}
     if is_registered(name):
         return get_config(name).with_updates(published=True, **fields)
     required = ("architecture", "tile_size", "mpp", "mean", "std", "num_features")
@@ -120,11 +113,9 @@ def config_from_training_meta(name: str, meta: Mapping[str, Any]) -> EncoderConf
     return EncoderConfig(
         name=name,
         license=meta.get("license", "unknown"),
-        ssl_method=meta.get("ssl_method", "MoCo v2"),
-        training_data=meta.get("training_data", "unknown"),
         citation=meta.get("citation", ""),
         description=meta.get("description", f"{name}: encoder trained with histo-encoders"),
-        **fields,
+        **{"training_data": "unknown", "ssl_method": "MoCo v2", **fields},
     )
 
 

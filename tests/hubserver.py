@@ -152,3 +152,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if send_body:
             self.wfile.write(payload)
+
+
+_SESSION_HUB: FakeHub | None = None
+
+
+def session_hub() -> FakeHub:
+    """The one hub of this test session (started by the root conftest.py before any import)."""
+    global _SESSION_HUB
+    if _SESSION_HUB is None:
+        _SESSION_HUB = FakeHub()
+        _SESSION_HUB.start()
+    return _SESSION_HUB

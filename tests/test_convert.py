@@ -14,8 +14,9 @@ from histo_encoders import errors
 from histo_encoders.convert import convert_checkpoint
 from histo_encoders.registry import get_config
 
-CONFIG = get_config("lunit-mocov2").with_updates(name="converted", hub_id=None, revision=None,
-                                                  sha256=None, aliases=())
+CONFIG = get_config("lunit-mocov2").with_updates(
+    name="converted", hub_id=None, revision=None, sha256=None, aliases=()
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +38,12 @@ def _backbone_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _moco(source: torch.nn.Module) -> dict[str, torch.Tensor]:
     query = {f"module.encoder_q.{k}": v for k, v in source.state_dict().items() if "fc." not in k}
-    head = {"module.encoder_q.fc.0.weight": torch.zeros(2048, 2048),
-            "module.encoder_q.fc.0.bias": torch.zeros(2048),
-            "module.encoder_q.fc.2.weight": torch.zeros(128, 2048),
-            "module.encoder_q.fc.2.bias": torch.zeros(128)}
+    head = {
+        "module.encoder_q.fc.0.weight": torch.zeros(2048, 2048),
+        "module.encoder_q.fc.0.bias": torch.zeros(2048),
+        "module.encoder_q.fc.2.weight": torch.zeros(128, 2048),
+        "module.encoder_q.fc.2.bias": torch.zeros(128),
+    }
     key = {k.replace("encoder_q", "encoder_k"): v.clone() for k, v in query.items()}
     queue = {"module.queue": torch.randn(128, 64), "module.queue_ptr": torch.zeros(1)}
     return {"epoch": 200, "state_dict": {**query, **head, **key, **queue}}

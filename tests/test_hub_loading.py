@@ -13,10 +13,12 @@ import timm
 import torch
 
 import histo_encoders
-from conftest import FAKE_HUB
 from histo_encoders import errors
 from histo_encoders.registry import register_encoder, unregister_encoder
 from tests.encoder_kit import TINY, export_tiny, features, folder_files
+from tests.hubserver import session_hub
+
+FAKE_HUB = session_hub()
 
 BATCH = torch.from_numpy(
     __import__("numpy").random.default_rng(1).normal(size=(2, 3, 32, 32)).astype("float32")

@@ -19,7 +19,11 @@ X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 def test_folder_loads_identically_with_histo_encoders_and_plain_timm(tmp_path: Path) -> None:
     folder = export_tiny(tmp_path / "tiny")
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
     ours = histo_encoders.load(folder)
     plain = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     assert torch.equal(features(ours, X), features(plain, X))
@@ -51,7 +55,9 @@ def test_corrupt_weights_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path: Path) -> None:
-    wrong = TINY.with_updates(architecture="resnet18", num_features=512, model_args={"layers": [1, 1, 1, 1]})
+    wrong = TINY.with_updates(
+        architecture="resnet18", num_features=512, model_args={"layers": [1, 1, 1, 1]}
+    )
     with pytest.raises(errors.WeightsMismatchError, match="missing"):
         histo_encoders.export_encoder(tmp_path / "x", seeded_state(TINY), wrong)
     assert not (tmp_path / "x").exists()
@@ -64,9 +70,16 @@ def test_existing_folder_is_not_overwritten_by_accident(tmp_path: Path) -> None:
 
 
 def test_training_checkpoint_publishes_as_a_registered_name(tmp_path: Path) -> None:
-    meta = {"architecture": "test_resnet", "num_features": 96, "tile_size": 32, "mpp": 0.5,
-            "mean": list(TINY.mean), "std": list(TINY.std), "training_data": "synthetic tiles",
-            "card_notes": "## Training\n3 steps of MoCo v2 on synthetic tiles."}
+    meta = {
+        "architecture": "test_resnet",
+        "num_features": 96,
+        "tile_size": 32,
+        "mpp": 0.5,
+        "mean": list(TINY.mean),
+        "std": list(TINY.std),
+        "training_data": "synthetic tiles",
+        "card_notes": "## Training\n3 steps of MoCo v2 on synthetic tiles.",
+    }
     checkpoint = tmp_path / "checkpoint.pt"
     torch.save({"encoder_state_dict": seeded_state(), "encoder_meta": meta, "step": 3}, checkpoint)
     folder = publish_checkpoint(checkpoint, tmp_path / "moco", name="moco-camelyon")
@@ -75,3 +88,26 @@ def test_training_checkpoint_publishes_as_a_registered_name(tmp_path: Path) -> N
     assert model.histo_config.ssl_method == "MoCo v2" and model.histo_config.mpp == 0.5
     card = (folder / "README.md").read_text()
     assert "3 steps of MoCo v2" in card and "arXiv:2012.03583" in card
+
+
+def test_training_checkpoint_publishes_under_a_new_name(tmp_path: Path) -> None:
+    meta = {
+        "architecture": "test_resnet",
+        "num_features": 96,
+        "tile_size": 32,
+        "mpp": 0.5,
+        "mean": list(TINY.mean),
+        "std": list(TINY.std),
+        "training_data": "synthetic tiles",
+        "license": "cc-by-4.0",
+        "description": "a fresh encoder",
+    }
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"encoder_state_dict": seeded_state(), "encoder_meta": meta}, checkpoint)
+    model = histo_encoders.load(publish_checkpoint(checkpoint, tmp_path / "new", name="my-moco"))
+    config = model.histo_config
+    assert (config.name, config.training_data, config.license) == (
+        "my-moco",
+        "synthetic tiles",
+        "cc-by-4.0",
+    )

@@ -1,0 +1,221 @@
+"""One HDF5 feature file per slide: atomic write, provenance attributes, completeness check, read.
+
+Layout (the names CLAM- and TRIDENT-style readers expect):
+
+- dataset ``features``: (N, D) float32, one row per tile;
+- dataset ``coords``: (N, 2) int64, level-0 (x, y) top-left pixel of each tile; its attributes
+  repeat ``patch_size`` and ``patch_size_level0`` as TRIDENT writes them;
+- root attributes: provenance (encoder, weights, versions, resolution, tissue settings, reader,
+  slide file), the ``settings_fingerprint`` a resumed run compares, and ``complete=True`` last.
+
+A file is written as ``<name>.h5.partial`` in the same folder, flushed, fsync'd and renamed, so a
+run killed part-way never leaves a file that looks finished; resume trusts only a file that is
+complete *and* was written with the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from histo_encoders.errors import FeatureFileError
+
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+FINGERPRINT_ATTR = "settings_fingerprint"
+COMPLETE_ATTR = "complete"
+# Attributes HDF5 cannot hold natively (None, dicts, lists) are stored as JSON text; this
+# attribute lists their names so read_features() gives back the original values.
+_JSON_KEYS_ATTR = "json_attrs"
+_RESERVED = (COMPLETE_ATTR, _JSON_KEYS_ATTR, "format_version")
+
+
+def settings_fingerprint(settings: Mapping[str, Any]) -> str:
+    """Return a sha256 hex digest of ``settings`` (JSON-able), independent of key order."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def partial_path(path: str | Path) -> Path:
+    """The temporary name a feature file is written under before it is renamed into place."""
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def write_features(
+    path: str | Path,
+    features: np.ndarray,
+    coords: np.ndarray,
+    attrs: Mapping[str, Any],
+) -> Path:
+    """Write ``features`` (N, D) and ``coords`` (N, 2) with ``attrs`` to ``path`` atomically.
+
+    ``attrs`` must hold ``settings_fingerprint``; ``complete=True`` is added last. The file only
+    appears under its final name once fully written and synced. Returns the final path.
+
+    Raises ValueError for inconsistent shapes or non-finite features, FeatureFileError when the
+    file cannot be written (the partial file is removed).
+    """
+    path = Path(path)
+    features, coords = _checked_arrays(features, coords)
+    if FINGERPRINT_ATTR not in attrs:
+        raise ValueError(f"attrs must include {FINGERPRINT_ATTR!r} so that resume can trust it")
+    temporary = partial_path(path)
+    try:
+        _write_h5(temporary, features, coords, attrs)
+        _fsync_file(temporary)
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise FeatureFileError(
+            f"Could not write feature file {path}: {error}. Check that the output folder exists, "
+            "is writable and has free space."
+        ) from error
+    except BaseException:
+        # An interrupted write must not leave a half file behind under any name a reader uses.
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Return ``(features (N, D) float32, coords (N, 2) int64, attrs)`` from a complete file.
+
+    Raises FeatureFileError if the file is missing, unreadable or was not completely written.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureFileError(f"No feature file at {path}: run `histo-encoders embed` first.")
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = _decode_attrs(h5.attrs)
+            features = np.asarray(h5["features"][...], dtype=np.float32)
+            coords = np.asarray(h5["coords"][...], dtype=np.int64)
+    except (OSError, KeyError) as error:
+        raise FeatureFileError(
+            f"Cannot read feature file {path}: {error}. Delete it and embed the slide again."
+        ) from error
+    if not attrs.get(COMPLETE_ATTR, False):
+        raise FeatureFileError(
+            f"Feature file {path} was not completely written. Delete it and embed the slide again."
+        )
+    return features, coords, attrs
+
+
+def is_complete(path: str | Path, fingerprint: str) -> bool:
+    """True only for a finished, readable file written with settings of ``fingerprint``."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as h5:
+            complete = bool(h5.attrs.get(COMPLETE_ATTR, False))
+            same_settings = _as_str(h5.attrs.get(FINGERPRINT_ATTR, "")) == fingerprint
+            n_features = h5["features"].shape[0]
+            n_coords = h5["coords"].shape[0]
+    except (OSError, KeyError):
+        # A truncated or foreign file is simply not complete: the run embeds the slide again.
+        return False
+    return complete and same_settings and n_features == n_coords
+
+
+def count_tiles(path: str | Path) -> int:
+    """Number of rows (tiles) in a feature file, without reading the features."""
+    with h5py.File(path, "r") as h5:
+        return int(h5["features"].shape[0])
+
+
+def _checked_arrays(features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, dtype=np.float32)
+    coords = np.asarray(coords, dtype=np.int64)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {features.shape}")
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != len(features):
+        raise ValueError(
+            f"coords must be (N, 2) with N = {len(features)} rows, got shape {coords.shape}"
+        )
+    if not np.isfinite(features).all():
+        raise ValueError("features contain NaN or infinite values: refusing to write them")
+    return features, coords
+
+
+def _write_h5(
+    path: Path, features: np.ndarray, coords: np.ndarray, attrs: Mapping[str, Any]
+) -> None:
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("features", data=features)
+        coords_ds = h5.create_dataset("coords", data=coords)
+        for key in ("patch_size", "patch_size_level0", "level"):
+            if key in attrs:
+                coords_ds.attrs[key] = attrs[key]
+        h5.attrs["format_version"] = FORMAT_VERSION
+        json_keys = []
+        for key, value in attrs.items():
+            if key in _RESERVED:
+                continue
+            native = _native_attr(value)
+            if native is None:
+                json_keys.append(key)
+                native = json.dumps(value, sort_keys=True, default=str)
+            h5.attrs[key] = native
+        h5.attrs[_JSON_KEYS_ATTR] = json.dumps(json_keys)
+        h5.flush()
+        # Written last: a reader that sees it knows everything before it is in place.
+        h5.attrs[COMPLETE_ATTR] = True
+        h5.flush()
+
+
+def _native_attr(value: Any) -> Any:
+    """The value as HDF5 stores it natively, or None when it must go through JSON."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    # numpy scalars (np.str_ included) become Python ones: h5py cannot store '<U' strings.
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return None
+
+
+def _decode_attrs(raw: h5py.AttributeManager) -> dict[str, Any]:
+    json_keys = set(json.loads(_as_str(raw.get(_JSON_KEYS_ATTR, "[]"))))
+    attrs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == _JSON_KEYS_ATTR:
+            continue
+        value = _as_str(value)
+        attrs[key] = json.loads(value) if key in json_keys else _plain(value)
+    return attrs
+
+
+def _as_str(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python scalars, so attrs compare and serialise like ordinary values."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename itself must reach the disk, or a crash can bring back the old directory entry.
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

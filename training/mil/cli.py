@@ -1,0 +1,187 @@
+"""``python -m training.mil``: benchmark MIL models on one encoder's feature files.
+
+Example::
+
+    python -m training.mil --features features/moco-camelyon --labels camelyon16.csv \\
+        --model chowder abmil --protocol official-split --out results/moco-camelyon
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .benchmark import run_models, write_outputs
+from .data import load_bags, read_labels
+from .models import MODELS
+from .protocols import PROTOCOLS, ProtocolOptions
+from .train import TrainOptions
+
+
+@dataclass(frozen=True)
+class MilConfig:
+    """Everything one ``python -m training.mil`` run needs."""
+
+    features: Path
+    labels: Path
+    out: Path
+    models: tuple[str, ...]
+    protocol: ProtocolOptions
+    train: TrainOptions
+    encoder: str
+    n_extreme: int = 10
+    half: bool = False
+    class_names: tuple[str, ...] | None = None
+    lrs: tuple[float, ...] = ()
+    weight_decays: tuple[float, ...] = ()
+
+
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared with ``training.reproduce``: models, protocol, training."""
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=["chowder", "abmil"],
+        help=f"MIL models: {', '.join(MODELS)} (deepmil = abmil)",
+    )
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="official-split")
+    parser.add_argument("--folds", type=int, default=5, help="outer folds (kfold, nested-cv)")
+    parser.add_argument(
+        "--inner-folds",
+        type=int,
+        default=None,
+        help="inner folds, ensembled on test (default 1 = a validation split; 5 for nested-cv)",
+    )
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--repeats", type=int, default=1, help="repeat over seeds seed..seed+n-1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument(
+        "--lr",
+        type=float,
+        nargs="+",
+        default=[],
+        help="one or more; several are chosen between on validation",
+    )
+    parser.add_argument("--weight-decay", type=float, nargs="+", default=[])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--bag-mode", choices=("padded", "one", "sample"), default="padded")
+    parser.add_argument(
+        "--sample-tiles",
+        type=int,
+        default=512,
+        help="tiles per slide per step with --bag-mode sample",
+    )
+    parser.add_argument("--n-extreme", type=int, default=10, help="Chowder's R")
+    parser.add_argument("--device", default=None, help="default: cuda when present, else cpu")
+    parser.add_argument("--no-mixed-precision", action="store_true", help="fp32 on CUDA too")
+    parser.add_argument("--half", action="store_true", help="cache features as float16")
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        default=None,
+        help="class names in order (binary: negative then positive)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training.mil`` parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.mil",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--features",
+        type=Path,
+        required=True,
+        help="folder of <slide_id>.h5 feature files (one encoder)",
+    )
+    parser.add_argument(
+        "--labels", type=Path, required=True, help="CSV: slide_id,label[,patient_id][,split]"
+    )
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        help="column name in the table (default: the features folder's name)",
+    )
+    add_benchmark_arguments(parser)
+    return parser
+
+
+def protocol_options(args: argparse.Namespace) -> ProtocolOptions:
+    """Protocol options from parsed arguments."""
+    inner = args.inner_folds or (5 if args.protocol == "nested-cv" else 1)
+    return ProtocolOptions(
+        args.protocol, args.folds, inner, args.val_fraction, args.repeats, args.seed
+    )
+
+
+def train_options(args: argparse.Namespace) -> TrainOptions:
+    """Training options (shared by every model) from parsed arguments."""
+    return TrainOptions(
+        model=args.model[0],
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        bag_mode=args.bag_mode,
+        sample_tiles=args.sample_tiles,
+        device=args.device,
+        mixed_precision=not args.no_mixed_precision,
+    )
+
+
+def parse_config(argv: Sequence[str] | None = None) -> MilConfig:
+    """Parse the command line into a frozen :class:`MilConfig`."""
+    args = build_parser().parse_args(argv)
+    return MilConfig(
+        features=args.features,
+        labels=args.labels,
+        out=args.out,
+        models=tuple(args.model),
+        protocol=protocol_options(args),
+        train=train_options(args),
+        encoder=args.encoder or args.features.name,
+        n_extreme=args.n_extreme,
+        half=args.half,
+        class_names=tuple(args.classes) if args.classes else None,
+        lrs=tuple(args.lr),
+        weight_decays=tuple(args.weight_decay),
+    )
+
+
+def options_by_model(n_extreme: int) -> dict[str, tuple]:
+    """Per-model constructor options the command line exposes."""
+    return {"chowder": (("n_extreme", n_extreme),)}
+
+
+def run(config: MilConfig) -> dict:
+    """Load bags, evaluate every model, write results; returns the written paths."""
+    labels = read_labels(config.labels, config.class_names)
+    bags = load_bags(config.features, labels, half=config.half)
+    evaluations = run_models(
+        bags,
+        labels.n_classes,
+        config.models,
+        config.train,
+        config.protocol,
+        lrs=config.lrs,
+        weight_decays=config.weight_decays,
+        options_by_model=options_by_model(config.n_extreme),
+    )
+    return write_outputs({config.encoder: evaluations}, labels.class_names, config.out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m training.mil``."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    paths = run(parse_config(argv))
+    print(Path(paths["markdown"]).read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
