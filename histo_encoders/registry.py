@@ -81,6 +81,31 @@ class EncoderConfig:
         return replace(self, **changes)
 
 
+def _lunit(method: str, ssl_method: str, *, revision: str, sha256: str) -> EncoderConfig:
+    """One of Kang et al. 2023's three ResNet-50s: they differ only in method and hub pin.
+
+    Revisions and sha256s were read from the hub's public pages of 1aurent's timm ports.
+    """
+    return EncoderConfig(
+        name=f"lunit-{method}",
+        aliases=(f"lunit_{method}", f"resnet50.lunit_{method}"),
+        architecture="resnet50",
+        num_features=2048,
+        tile_size=224,
+        mpp=0.5,
+        mean=LUNIT_MEAN,
+        std=LUNIT_STD,
+        license="lunit-non-commercial",
+        ssl_method=ssl_method,
+        training_data="19M TCGA H&E patches (Kang et al. 2023), trained with VISSL for 200 epochs",
+        citation=KANG_2023,
+        description=f"Lunit's {ssl_method} histology ResNet-50 (Kang et al. 2023), timm port.",
+        hub_id=f"1aurent/resnet50.lunit_{method}",
+        revision=revision,
+        sha256=sha256,
+    )
+
+
 _RECORDS: tuple[EncoderConfig, ...] = (
     EncoderConfig(
         name="moco-camelyon",
@@ -126,57 +151,21 @@ _RECORDS: tuple[EncoderConfig, ...] = (
         sha256="5d061a3c593d795bfe682d9b152bafbcf550579873492def3515b46db1189888",
         interpolation="bilinear",
     ),
-    EncoderConfig(
-        name="lunit-mocov2",
-        aliases=("lunit_mocov2", "resnet50.lunit_mocov2"),
-        architecture="resnet50",
-        num_features=2048,
-        tile_size=224,
-        mpp=0.5,
-        mean=LUNIT_MEAN,
-        std=LUNIT_STD,
-        license="lunit-non-commercial",
-        ssl_method="MoCo v2",
-        training_data="19M TCGA H&E patches (Kang et al. 2023), trained with VISSL for 200 epochs",
-        citation=KANG_2023,
-        description="Lunit's MoCo v2 histology ResNet-50 (Kang et al. 2023), timm port by 1aurent.",
-        hub_id="1aurent/resnet50.lunit_mocov2",
+    _lunit(
+        "mocov2",
+        "MoCo v2",
         revision="296eea9131d9a2ff5ceff4e0947d48c773753b47",
         sha256="55b959de1606718f693fcd027a742b0bc505aea77262bc1cc404acf0c4543285",
     ),
-    EncoderConfig(
-        name="lunit-bt",
-        aliases=("lunit_bt", "resnet50.lunit_bt"),
-        architecture="resnet50",
-        num_features=2048,
-        tile_size=224,
-        mpp=0.5,
-        mean=LUNIT_MEAN,
-        std=LUNIT_STD,
-        license="lunit-non-commercial",
-        ssl_method="Barlow Twins",
-        training_data="19M TCGA H&E patches (Kang et al. 2023), trained with VISSL for 200 epochs",
-        citation=KANG_2023,
-        description="Lunit's Barlow Twins histology ResNet-50 (Kang et al. 2023), timm port.",
-        hub_id="1aurent/resnet50.lunit_bt",
+    _lunit(
+        "bt",
+        "Barlow Twins",
         revision="3994bae53df7f7d3797ef1d50faba0c433888aab",
         sha256="e58a0d36af4a326b0ddcc11c5e9384cac8b1b98432d8e73ce027df81317b0955",
     ),
-    EncoderConfig(
-        name="lunit-swav",
-        aliases=("lunit_swav", "resnet50.lunit_swav"),
-        architecture="resnet50",
-        num_features=2048,
-        tile_size=224,
-        mpp=0.5,
-        mean=LUNIT_MEAN,
-        std=LUNIT_STD,
-        license="lunit-non-commercial",
-        ssl_method="SwAV",
-        training_data="19M TCGA H&E patches (Kang et al. 2023), trained with VISSL for 200 epochs",
-        citation=KANG_2023,
-        description="Lunit's SwAV histology ResNet-50 (Kang et al. 2023), timm port.",
-        hub_id="1aurent/resnet50.lunit_swav",
+    _lunit(
+        "swav",
+        "SwAV",
         revision="349af8b1e3a750860698d428de28896fdc1d764a",
         sha256="da30e2503d14ee337537b0ee1c304de2b7bb3319bc66ecc0c28a25ec64df732c",
     ),

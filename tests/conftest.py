@@ -8,15 +8,7 @@ from pathlib import Path
 
 import pytest
 
-_REPO = Path(__file__).resolve().parents[1]
-OPENSLIDE_FIXTURES = next(
-    (
-        folder
-        for folder in (_REPO / "tests/data/openslide", _REPO.parent / "shared/fixtures/openslide")
-        if (folder / "small.svs").is_file()
-    ),
-    _REPO / "tests/data/openslide",
-)
+from tests.fixture_paths import OPENSLIDE_FIXTURES
 
 
 @dataclass(frozen=True)
@@ -31,8 +23,7 @@ class SyntheticSet:
 @pytest.fixture(scope="session")
 def openslide_fixtures() -> Path:
     """Folder holding small.svs, unreadable.svs, unopenable.tiff and boxes.tiff."""
-    if not (OPENSLIDE_FIXTURES / "small.svs").is_file():
-        pytest.skip("OpenSlide fixture files not found")
+    assert (OPENSLIDE_FIXTURES / "small.svs").is_file(), f"missing {OPENSLIDE_FIXTURES}"
     return OPENSLIDE_FIXTURES
 
 

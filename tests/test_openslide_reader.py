@@ -17,19 +17,7 @@ from histo_encoders.resize import resize_tile
 from histo_encoders.slide import Slide, open_slide
 from histo_encoders.synthetic import write_synthetic_slide
 from histo_encoders.tiling import plan_tiles
-
-_REPO = Path(__file__).resolve().parents[1]
-FIXTURES = next(
-    (
-        folder
-        for folder in (_REPO / "tests/data/openslide", _REPO.parent / "shared/fixtures/openslide")
-        if (folder / "small.svs").is_file()
-    ),
-    _REPO / "tests/data/openslide",
-)
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "small.svs").is_file(), reason="OpenSlide fixture files not found"
-)
+from tests.fixture_paths import OPENSLIDE_FIXTURES as FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +93,6 @@ def test_reader_is_picklable_and_reads_in_another_process(slides):
     reader.close()
 
 
-@needs_fixtures
 def test_real_small_svs_tile_reads():
     with open_slide(FIXTURES / "small.svs") as slide:
         grid = plan_tiles(slide.info, 0.499, 16)
@@ -114,7 +101,6 @@ def test_real_small_svs_tile_reads():
     assert reader.read_tiles([0]).shape == (1, 16, 16, 3)
 
 
-@needs_fixtures
 def test_real_unreadable_svs_is_retried_once_on_a_fresh_handle_then_raises(monkeypatch):
     with open_slide(FIXTURES / "unreadable.svs") as slide:
         grid = plan_tiles(slide.info, 0.499, 16)

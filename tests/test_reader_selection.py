@@ -15,8 +15,7 @@ from histo_encoders.slide import open_slide
 from histo_encoders.synthetic import write_synthetic_slide
 from histo_encoders.tiling import plan_tiles
 from tests._jpegtables import write_jpegtables_slide
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openslide"
+from tests.fixture_paths import OPENSLIDE_FIXTURES as FIXTURES
 
 
 def _reader_for(path: Path, kind: str = "auto", mpp: float | None = None, target: float = 0.5):

@@ -61,7 +61,7 @@ def test_model_card_matches_record(name: str) -> None:
     assert _card_front_matter(text) == front_matter(config)
     assert f"{config.mpp} um/px" in text and f"{config.tile_size} px" in text
     assert str(list(config.mean)) in text and str(list(config.std)) in text
-    assert config.license in text
+    assert config.license in text and config.description in text
 
 
 def test_aliases_resolve_to_the_same_record() -> None:

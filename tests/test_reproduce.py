@@ -11,12 +11,12 @@ import torch
 
 from histo_encoders.embed import EmbedOptions
 from histo_encoders.synthetic import write_synthetic_slide
+from tests.fixture_paths import OPENSLIDE_FIXTURES as FIXTURES
 from training.mil.errors import EmbeddingRunError, MilDataError
 from training.mil.protocols import ProtocolOptions
 from training.mil.train import TrainOptions
 from training.reproduce import ReproduceConfig, folder_name, parse_config, run
 
-FIXTURES = Path("/work/shared/fixtures/openslide")
 N_SLIDES = 8
 
 

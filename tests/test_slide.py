@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import openslide
 import pytest
@@ -18,20 +16,7 @@ from histo_encoders.errors import (
 )
 from histo_encoders.slide import Slide, open_slide
 from histo_encoders.synthetic import write_synthetic_slide
-
-# OpenSlide's own test files: copied into tests/data/openslide, or beside the checkout.
-_REPO = Path(__file__).resolve().parents[1]
-FIXTURES = next(
-    (
-        folder
-        for folder in (_REPO / "tests/data/openslide", _REPO.parent / "shared/fixtures/openslide")
-        if (folder / "small.svs").is_file()
-    ),
-    _REPO / "tests/data/openslide",
-)
-needs_fixtures = pytest.mark.skipif(
-    not (FIXTURES / "small.svs").is_file(), reason="OpenSlide fixture files not found"
-)
+from tests.fixture_paths import OPENSLIDE_FIXTURES as FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +127,6 @@ def test_from_info_keeps_a_given_mpp(svs):
         assert again.read_region((0, 0), 0, (4, 4)).shape == (4, 4, 3)
 
 
-@needs_fixtures
 def test_real_small_svs_opens_with_its_exact_mpp():
     with open_slide(FIXTURES / "small.svs") as slide:
         assert slide.info.mpp == pytest.approx(0.499)
@@ -150,7 +134,6 @@ def test_real_small_svs_opens_with_its_exact_mpp():
         assert slide.read_region((0, 0), 0, (16, 16)).shape == (16, 16, 3)
 
 
-@needs_fixtures
 def test_real_unreadable_svs_opens_but_reading_raises_and_reopen_recovers_the_handle():
     with open_slide(FIXTURES / "unreadable.svs") as slide:
         assert slide.info.mpp == pytest.approx(0.499)
@@ -163,7 +146,6 @@ def test_real_unreadable_svs_opens_but_reading_raises_and_reopen_recovers_the_ha
             slide.read_region((0, 0), 0, (16, 16))
 
 
-@needs_fixtures
 def test_real_unopenable_tiff_raises_slide_open_error_from_openslide():
     with pytest.raises(SlideOpenError) as caught:
         open_slide(FIXTURES / "unopenable.tiff")
@@ -172,7 +154,6 @@ def test_real_unopenable_tiff_raises_slide_open_error_from_openslide():
     assert "unopenable.tiff" in str(caught.value)
 
 
-@needs_fixtures
 def test_real_boxes_tiff_nonsense_mpp_is_refused_unless_given():
     with pytest.raises(ImplausibleMppError, match=r"352\.778"):
         open_slide(FIXTURES / "boxes.tiff")

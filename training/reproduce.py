@@ -23,7 +23,7 @@ from torch import nn
 from histo_encoders.batch import collect_slides, embed_slides
 from histo_encoders.embed import EmbedOptions
 
-from .mil.benchmark import run_models, write_outputs
+from .mil.benchmark import print_outputs, run_models, write_outputs
 from .mil.cli import add_benchmark_arguments, options_by_model, protocol_options, train_options
 from .mil.data import Bag, LabelTable, load_bags, read_labels
 from .mil.errors import EmbeddingRunError, MilDataError
@@ -212,10 +212,7 @@ def run(config: ReproduceConfig, models: Mapping[str, nn.Module] | None = None) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m training.reproduce``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    paths = run(parse_config(argv))
-    print(Path(paths["markdown"]).read_text())
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    print_outputs(run(parse_config(argv)))
     return 0
 
 

@@ -73,3 +73,10 @@ def write_outputs(results: Results, class_names: Sequence[str], out_dir: str | P
         "markdown": write_markdown(results, out_dir / "results.md"),
         "roc": plot_roc(results, out_dir / "roc.png"),
     }
+
+
+def print_outputs(paths: Mapping[str, object]) -> None:
+    """Show the comparison table, then where every output was written."""
+    print(Path(str(paths["markdown"])).read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .benchmark import run_models, write_outputs
+from .benchmark import print_outputs, run_models, write_outputs
 from .data import load_bags, read_labels
 from .models import MODELS
 from .protocols import PROTOCOLS, ProtocolOptions
@@ -180,8 +180,5 @@ def run(config: MilConfig) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m training.mil``."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    paths = run(parse_config(argv))
-    print(Path(paths["markdown"]).read_text())
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    print_outputs(run(parse_config(argv)))
     return 0
