@@ -333,3 +333,63 @@ def test_gpu_decoder_with_wrong_colours_sends_the_slide_to_cpu_decode(tmp_path):
     assert np.abs(expected.astype(int) - got).max() <= 1
     assert "differs from the CPU decode" in supply.decode_path()
     reader.close()
+
+
+@pytest.mark.parametrize(
+    ("read_size", "tile_size"),
+    [(443, 224), (448, 224), (127, 48), (63, 48), (96, 48), (95, 48), (48, 48), (301, 151)],
+)
+def test_rgbx_resize_equals_resize_tile(read_size, tile_size):
+    from histo_encoders.resize import resize_rgbx, resize_tile, rgbx_to_rgb
+
+    rgb = np.random.default_rng(read_size).integers(0, 256, (3, read_size, read_size, 3))
+    rgb = rgb.astype(np.uint8)
+    rgbx = np.full((3, read_size, read_size, 4), 255, np.uint8)
+    rgbx[..., :3] = rgb
+    expected = np.stack([resize_tile(region, tile_size) for region in rgb])
+    # One region, and a stack of them (as the reader's jobs shrink them): equal, not close.
+    np.testing.assert_array_equal(rgbx_to_rgb(resize_rgbx(rgbx[0], tile_size)), expected[0])
+    np.testing.assert_array_equal(rgbx_to_rgb(resize_rgbx(rgbx, tile_size)), expected)
+
+
+@pytest.mark.parametrize("intra_op_threads", [1, 2])
+def test_normalized_batches_equal_normalizing_the_uint8_batches(tmp_path, intra_op_threads):
+    path = _write("svs-jpeg", tmp_path / "normalize.svs")
+    info = _info(path)
+    grid = plan_tiles(info, 0.5, 48)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(intra_op_threads)
+    try:
+        with TiffTileReader(path, info, grid, TiffReaderOptions(num_threads=2)) as reader:
+            plain = [(i, t.clone()) for i, t in reader.iter_batches(batch_size=7)]
+            normalized = [
+                (i, t.clone()) for i, t in reader.iter_batches(batch_size=7, normalize=(mean, std))
+            ]
+    finally:
+        torch.set_num_threads(previous)
+    assert len(plain) == len(normalized) > 1
+    for (indices, tiles), (same_indices, floats) in zip(plain, normalized, strict=True):
+        np.testing.assert_array_equal(indices, same_indices)
+        assert floats.dtype == torch.float32 and floats.shape == tiles.shape
+        expected = (tiles.float() / 255 - torch.tensor(mean)) / torch.tensor(std)
+        torch.testing.assert_close(floats, expected, atol=1e-5, rtol=0)
+
+
+def test_spare_buffers_are_reused_across_streams_and_not_after_an_early_stop(tmp_path):
+    from histo_encoders.readers.tiff_reader import SPARE_BUFFERS
+
+    path = _write("svs-jpeg", tmp_path / "spare.svs")
+    info = _info(path)
+    grid = plan_tiles(info, 0.5, 48)
+    SPARE_BUFFERS.clear()
+    with TiffTileReader(path, info, grid, TiffReaderOptions(num_threads=2)) as reader:
+        first = [t.data_ptr() for _, t in reader.iter_batches(batch_size=4)]
+        again = [t.data_ptr() for _, t in reader.iter_batches(batch_size=4)]
+        assert set(again) <= set(first)  # the same (page-faulted once) batch buffers
+        stream = reader.iter_batches(batch_size=4)
+        held = next(stream)[1]
+        stream.close()  # stopped early: its buffers are not handed to the next stream
+        later = [t.data_ptr() for _, t in reader.iter_batches(batch_size=4)]
+        assert held.data_ptr() not in later
+    SPARE_BUFFERS.clear()

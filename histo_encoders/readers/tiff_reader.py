@@ -2,13 +2,21 @@
 
 OpenSlide's ``read_region`` decodes every stored tile a region touches, for every region, and
 spends most of its time compositing. Here the level's raw tile bytes are read with ``pread``,
-decoded by imagecodecs (through tifffile's per-page decoder, which knows about JPEGTables, RGB
-versus YCbCr JPEG, predictors) in a thread pool (decoders release the GIL), regions are cut from
-the decoded tiles and shrunk with :func:`histo_encoders.resize.resize_tile`, the resize the
+decoded by imagecodecs (JPEG straight to 4-byte RGBX pixels by libjpeg-turbo; other codecs
+through tifffile's per-page decoder, which knows about JPEGTables, predictors) in a thread pool,
+regions are cut from the decoded tiles and shrunk with :func:`histo_encoders.resize.resize_rgbx`,
+which gives exactly the pixels of :func:`~histo_encoders.resize.resize_tile`, the resize the
 OpenSlide reader uses, so both readers' pixels agree within one grey level.
 
 Output tiles are visited in the file's tile order (see :mod:`tile_plan`) and each decoded tile is
 dropped once no pending output tile needs it, so memory stays bounded on any slide height.
+
+Throughput on few cores is decided by the GIL: each pool job takes several neighbouring output
+tiles through every step together (decode what it needs, cut, shrink, pack, optionally
+normalize to float), so the threads hand the GIL over a few times per tile, not dozens; stored
+tiles are decoded by the first job that needs them (no separate decode jobs to wait for); batch
+and decoded-tile buffers are reused across streams (``SPARE_BUFFERS``), since first-touch page
+faults of a fresh 38 MB float batch cost as much as decoding 60 stored tiles.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import imagecodecs
 import numpy as np
 import torch
 
@@ -34,12 +43,59 @@ from histo_encoders.readers.tiff_layout import (
     validate_jpeg,
 )
 from histo_encoders.readers.tile_plan import ReadPlan, level_positions, plan_reads
-from histo_encoders.resize import resize_tile
+from histo_encoders.resize import resize_rgbx, rgbx_to_rgb, scratch_array
 
 _GLASS = 255  # OpenSlide's transparent pixels (outside the level, missing tiles) read as white
 # OpenSlide vendors whose level pages are plain tile grids, checked against read_region here.
 # Others (Leica SCN, Ventana BIF, Philips, NDPI...) place, overlap or pad tiles their own way.
 VERIFIED_VENDORS = ("aperio", "generic-tiff")
+_TILES_PER_JOB = 8  # output tiles cut and resized per thread-pool job
+_PACK_TILES = 4  # tiles packed from RGBX to RGB per PIL call
+_TORCH_GRAIN = 32768  # torch runs element-wise ops on one thread below this many values
+_SPARE_BYTES = 256 * 2**20  # decoded-tile and batch buffers kept for the next stream, at most
+
+
+class _SpareBuffers:
+    """Buffers kept between streams (and slides) of this process, by kind and shape.
+
+    A fresh 38 MB float batch costs ~25 ms of page faults here, a decoded tile ~0.1 ms: as
+    much as decoding it. Thread-safe; holds at most ``_SPARE_BYTES``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._bytes = 0
+        self._free: dict[Any, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: Any) -> Any | None:
+        with self._lock:
+            free = self._free.get(key)
+            if not free:
+                return None
+            buffer = free.pop()
+            self._bytes -= _nbytes(buffer)
+            return buffer
+
+    def give(self, key: Any, buffer: Any) -> None:
+        size = _nbytes(buffer)
+        with self._lock:
+            if self._bytes + size <= self._limit:
+                self._free.setdefault(key, []).append(buffer)
+                self._bytes += size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self._bytes = 0
+
+
+def _nbytes(buffer: Any) -> int:
+    return (
+        buffer.nbytes if isinstance(buffer, np.ndarray) else buffer.numel() * buffer.element_size()
+    )
+
+
+SPARE_BUFFERS = _SpareBuffers(_SPARE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -101,18 +157,16 @@ class TiffTileReader:
         self._x, self._y = _grid_positions(path, info, grid)
         self._source: RawTileSource | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._scratch = threading.local()
         self._gpu = None
 
     def __getstate__(self) -> dict[str, Any]:
         # File handle, threads and tifffile's decoder stay behind: a worker process reopens them.
         state = self.__dict__.copy()
-        state.update(level=None, _source=None, _pool=None, _scratch=None, _gpu=None)
+        state.update(level=None, _source=None, _pool=None, _gpu=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._scratch = threading.local()
 
     def _ensure_open(self) -> None:
         """Open the file, the threads (and the GPU decoder) in the process that reads."""
@@ -152,7 +206,11 @@ class TiffTileReader:
         return out
 
     def iter_batches(
-        self, indices: Sequence[int] | np.ndarray | None = None, batch_size: int = 64
+        self,
+        indices: Sequence[int] | np.ndarray | None = None,
+        batch_size: int = 64,
+        *,
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         """Stream tiles ``indices`` (default: the whole grid) in file-tile order.
 
@@ -160,24 +218,37 @@ class TiffTileReader:
         the CPU (pinned when ``pin_memory``), or on the GPU with ``device="cuda"``. The tensor
         is a reused buffer: it stays valid until the next batch is requested; copy it (or move
         it to the device) before then. Raises SlideReadError on a corrupt stored tile.
+
+        ``normalize=(mean, std)`` (per channel, for pixels scaled to [0, 1]) yields float32
+        tiles ``(x / 255 - mean) / std`` instead, still (B, t, t, 3); on the CPU each tile is
+        normalized by the thread that resized it.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         indices = np.arange(len(self._x)) if indices is None else np.asarray(indices, np.int64)
         pin = self.options.pin_memory
-        yield from self._iter_batches(
-            indices, batch_size, torch.cuda.is_available() if pin is None else pin
-        )
+        pin = torch.cuda.is_available() if pin is None else pin
+        if normalize is None:
+            yield from self._iter_batches(indices, batch_size, pin)
+            return
+        self._ensure_open()
+        if self._gpu is not None:
+            normalizer = _Normalizer(normalize, self.grid.tile_size, torch.device("cpu"))
+            for batch_indices, tiles in self._iter_batches(indices, batch_size, pin):
+                yield batch_indices, normalizer.on_device(tiles)
+            return
+        normalizer = _Normalizer(normalize, self.grid.tile_size, torch.device("cpu"))
+        yield from self._iter_batches(indices, batch_size, pin, normalizer)
 
     def _iter_batches(
-        self, indices: np.ndarray, batch_size: int, pin: bool
+        self, indices: np.ndarray, batch_size: int, pin: bool, normalizer: _Normalizer | None = None
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         self._ensure_open()
         plan = plan_reads(self._x[indices], self._y[indices], self.grid.read_size, self.level)
         if self._gpu is not None:
             yield from self._gpu.stream(plan, indices, batch_size)
             return
-        yield from self._stream_cpu(plan, indices, batch_size, pin)
+        yield from self._stream_cpu(plan, indices, batch_size, pin, normalizer)
 
     def close(self) -> None:
         """Stop the threads and close the file; reading again reopens them."""
@@ -198,27 +269,40 @@ class TiffTileReader:
     # --- CPU pipeline --------------------------------------------------------------------
 
     def _stream_cpu(
-        self, plan: ReadPlan, indices: np.ndarray, batch_size: int, pin: bool
+        self,
+        plan: ReadPlan,
+        indices: np.ndarray,
+        batch_size: int,
+        pin: bool,
+        normalizer: _Normalizer | None,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         batches = [plan.order[i : i + batch_size] for i in range(0, len(plan.order), batch_size)]
         ring = max(1, min(self.options.prefetch_batches + 1, len(batches)))
         size = min(batch_size, len(plan.order))
-        buffers = [self._batch_buffer(size, pin) for _ in range(ring)]
-        cache = _DecodedTiles(plan.uses.copy(), self._submit_decode, self.stats)
+        dtype = torch.uint8 if normalizer is None else torch.float32
+        buffers = [self._batch_buffer(size, pin, dtype) for _ in range(ring)]
+        cache = _StoredTiles(plan.uses.copy(), self._decode_rgbx, self.stats, self._tile_key())
         pending: deque[tuple[np.ndarray, list[Future], torch.Tensor]] = deque()
+        submit = self._submit_batch
         try:
             for number in range(min(ring, len(batches))):
-                pending.append(self._submit_batch(plan, batches[number], buffers[number], cache))
+                pending.append(submit(plan, batches[number], buffers[number], cache, normalizer))
             for number in range(len(batches)):
                 positions, jobs, buffer = pending.popleft()
-                for position, job in zip(positions, jobs, strict=True):
+                for job in jobs:
                     job.result()
+                for position in positions:
                     cache.release(plan.tiles_of(position, self.level))
                 self.stats.tiles_delivered += len(positions)
                 yield indices[positions], buffer[: len(positions)]
                 # The consumer is done with this buffer: reuse it for the batch `ring` ahead.
                 if number + ring < len(batches):
-                    pending.append(self._submit_batch(plan, batches[number + ring], buffer, cache))
+                    batch = batches[number + ring]
+                    pending.append(submit(plan, batch, buffer, cache, normalizer))
+            # Every job is done and the last batch was handed over: the next stream (or slide)
+            # may reuse the buffers. Not after an error or an early stop: jobs may still run.
+            for buffer in buffers:
+                SPARE_BUFFERS.give(("batch", *buffer.shape, buffer.dtype, pin), buffer)
         finally:
             for _, jobs, _ in pending:
                 for job in jobs:
@@ -226,19 +310,25 @@ class TiffTileReader:
             cache.clear()
 
     def _submit_batch(
-        self, plan: ReadPlan, positions: np.ndarray, buffer: torch.Tensor, cache: _DecodedTiles
+        self,
+        plan: ReadPlan,
+        positions: np.ndarray,
+        buffer: torch.Tensor,
+        cache: _StoredTiles,
+        normalizer: _Normalizer | None,
     ) -> tuple[np.ndarray, list[Future], torch.Tensor]:
-        out = buffer.numpy()
-        jobs = []
-        for slot, position in enumerate(positions):
-            tiles = [(t, cache.get(t)) for t in plan.tiles_of(position, self.level)]
-            # Decodes were queued before this job, and the pool runs jobs in order: no deadlock.
-            jobs.append(self._pool.submit(self._cut_and_resize, plan, position, tiles, out, slot))
+        work = [
+            (slot, int(position), [cache.get(t) for t in plan.tiles_of(position, self.level)])
+            for slot, position in enumerate(positions)
+        ]
+        # A few neighbouring output tiles per job: fewer hand-offs between threads, and the
+        # threads' jobs share fewer stored tiles (a job decodes what it needs and nobody has).
+        step = max(1, min(_TILES_PER_JOB, -(-len(work) // self.options.threads())))
+        jobs = [
+            self._pool.submit(self._cut_and_resize, plan, work[i : i + step], buffer, normalizer)
+            for i in range(0, len(work), step)
+        ]
         return positions, jobs, buffer
-
-    def _submit_decode(self, tile_index: int) -> Future:
-        self.stats.stored_tiles_decoded += 1
-        return self._pool.submit(self.decode_stored_tile, tile_index)
 
     def decode_stored_tile(self, tile_index: int) -> np.ndarray | None:
         """One stored tile as (tile_height, tile_width, 3) uint8; None if the file omits it.
@@ -271,31 +361,103 @@ class TiffTileReader:
             "re-scan the slide, or leave it out of the run.",
         )
 
+    def _decode_rgbx(self, tile_index: int) -> np.ndarray | None:
+        """One stored tile as (tile_height, tile_width, 4) uint8 RGBX; None if the file omits it.
+
+        JPEG is decoded by libjpeg-turbo straight to 4-byte pixels (the colour conversion is
+        the same as to RGB); other codecs, and JPEG data it rejects, go through
+        :meth:`decode_stored_tile` (which raises the SlideReadError) and are widened.
+        """
+        level = self.level
+        if level.codec == "jpeg":
+            data = self._source.read(tile_index)
+            if data is None:
+                return None
+            shape = (level.tile_height, level.tile_width, 4)
+            out = SPARE_BUFFERS.take(self._tile_key())
+            try:
+                decoded = imagecodecs.jpeg8_decode(
+                    data,
+                    tables=level.jpegtables,
+                    colorspace="RGB" if level.jpeg_rgb else None,
+                    outcolorspace="RGBA",
+                    shape=shape[:2],
+                    out=out if out is not None else _new_tile(shape),
+                )
+            except (RuntimeError, ValueError):
+                decoded = None
+            if decoded is not None and decoded.shape == shape:
+                damage = validate_jpeg(data)
+                if damage is not None:
+                    raise self._read_error(tile_index, ValueError(damage))
+                return decoded
+        rgb = self.decode_stored_tile(tile_index)
+        if rgb is None:
+            return None
+        rgbx = SPARE_BUFFERS.take(self._tile_key())
+        if rgbx is None:
+            rgbx = _new_tile((*rgb.shape[:2], 4))
+        rgbx[..., :3] = rgb
+        rgbx[..., 3] = _GLASS
+        return rgbx
+
     def _cut_and_resize(
         self,
         plan: ReadPlan,
-        position: int,
-        tiles: list[tuple[int, Future]],
-        out: np.ndarray,
-        slot: int,
+        work: list[tuple[int, int, list[_StoredTile]]],
+        buffer: torch.Tensor,
+        normalizer: _Normalizer | None,
     ) -> None:
-        region = self._region_buffer(plan.read_size)
-        decoded = [(t, future.result()) for t, future in tiles]
-        paste_region(region, int(plan.x[position]), int(plan.y[position]), decoded, self.level)
-        out[slot] = resize_tile(region, self.grid.tile_size)
+        """Cut, shrink (and normalize) consecutive output tiles into their ``buffer`` slots,
+        in a pool thread. The job's tiles go through each step together: fewer, larger numpy
+        and torch calls, so fewer hand-overs of the GIL between the threads."""
+        key = ("regions", _TILES_PER_JOB, plan.read_size)
+        spare = SPARE_BUFFERS.take(key)
+        regions = spare if spare is not None else _new_regions(plan.read_size)
+        try:
+            self._cut_and_resize_into(plan, work, buffer, normalizer, regions[: len(work)])
+        finally:
+            SPARE_BUFFERS.give(key, regions)
 
-    def _region_buffer(self, size: int) -> np.ndarray:
-        """A per-thread scratch region: every call overwrites all of it, so it can be reused."""
-        region = getattr(self._scratch, "region", None)
-        if region is None or region.shape[0] != size:
-            region = np.empty((size, size, 3), dtype=np.uint8)
-            self._scratch.region = region
-        return region
+    def _cut_and_resize_into(
+        self,
+        plan: ReadPlan,
+        work: list[tuple[int, int, list[_StoredTile]]],
+        buffer: torch.Tensor,
+        normalizer: _Normalizer | None,
+        regions: np.ndarray,
+    ) -> None:
+        for region, (_, position, tiles) in zip(regions, work, strict=True):
+            # Decode first what no other thread is decoding, then wait for the rest.
+            for tile in tiles:
+                tile.decode_unless_busy()
+            decoded = [(tile.index, tile.value()) for tile in tiles]
+            paste_region(region, int(plan.x[position]), int(plan.y[position]), decoded, self.level)
+        size, count = self.grid.tile_size, len(work)
+        shrunk = _spare_array(("shrunk", count, size), (count, size, size, 4))
+        rgb = _spare_array(("rgb", count, size), (count, size, size, 3))
+        resize_rgbx(regions, size, out=shrunk)
+        # Packed a few tiles at a time: PIL returns new bytes, and above ~1 MB each new
+        # block is page faulted in (that alone took as long as the packing).
+        for start in range(0, count, _PACK_TILES):
+            rgb[start : start + _PACK_TILES] = rgbx_to_rgb(shrunk[start : start + _PACK_TILES])
+        first = work[0][0]
+        out = buffer[first : first + count]
+        if normalizer is None:
+            out.numpy()[...] = rgb
+        else:
+            normalizer.into(rgb, out)
+        SPARE_BUFFERS.give(("shrunk", count, size), shrunk)
+        SPARE_BUFFERS.give(("rgb", count, size), rgb)
 
-    def _batch_buffer(self, batch_size: int, pin: bool) -> torch.Tensor:
+    def _batch_buffer(self, batch_size: int, pin: bool, dtype: torch.dtype) -> torch.Tensor:
         shape = (batch_size, self.grid.tile_size, self.grid.tile_size, 3)
+        spare = SPARE_BUFFERS.take(("batch", *shape, dtype, pin))
         # Pinned (page-locked) buffers let the copy to the GPU run asynchronously.
-        return torch.empty(shape, dtype=torch.uint8, pin_memory=pin)
+        return spare if spare is not None else torch.empty(shape, dtype=dtype, pin_memory=pin)
+
+    def _tile_key(self) -> tuple:
+        return ("tile", self.level.tile_height, self.level.tile_width, 4)
 
 
 def paste_region(
@@ -324,32 +486,142 @@ def paste_region(
             ]
 
 
-class _DecodedTiles:
-    """Decoded stored tiles (as futures) with the count of output tiles still needing each."""
+class _StoredTile:
+    """One stored tile, decoded by whichever thread needs it first; others wait for it."""
 
-    def __init__(self, uses: np.ndarray, submit, stats: ReaderStats) -> None:
+    __slots__ = ("_decode", "_done", "_error", "_lock", "_value", "index")
+
+    def __init__(self, index: int, decode) -> None:
+        self.index = index
+        self._decode = decode
+        self._lock = threading.Lock()
+        self._done = False
+        self._value: np.ndarray | None = None
+        self._error: BaseException | None = None
+
+    def decode_unless_busy(self) -> None:
+        """Decode now unless done, or being decoded by another thread (then don't wait)."""
+        if not self._done and self._lock.acquire(blocking=False):
+            try:
+                self._run()
+            finally:
+                self._lock.release()
+
+    def value(self) -> np.ndarray | None:
+        """The decoded tile (decoding it, or waiting for the thread that is); raises its
+        decode error."""
+        if not self._done:
+            with self._lock:
+                self._run()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def value_if_decoded(self) -> np.ndarray | None:
+        return self._value if self._done else None
+
+    def _run(self) -> None:
+        if self._done:
+            return
+        try:
+            self._value = self._decode(self.index)
+        except BaseException as error:  # kept, and raised to every thread that needs the tile
+            self._error = error
+        self._done = True
+        self._decode = None
+
+
+class _StoredTiles:
+    """Stored tiles in flight, with the count of output tiles still needing each (main thread
+    only: worker threads get the tiles themselves)."""
+
+    def __init__(self, uses: np.ndarray, decode, stats: ReaderStats, spare_key: tuple) -> None:
         self._uses = uses
-        self._submit = submit
+        self._decode = decode
         self._stats = stats
-        self._live: dict[int, Future] = {}
+        self._spare_key = spare_key
+        self._live: dict[int, _StoredTile] = {}
 
-    def get(self, tile_index: int) -> Future:
-        future = self._live.get(tile_index)
-        if future is None:
-            future = self._live[tile_index] = self._submit(tile_index)
+    def get(self, tile_index: int) -> _StoredTile:
+        tile = self._live.get(tile_index)
+        if tile is None:
+            tile = self._live[tile_index] = _StoredTile(tile_index, self._decode)
+            self._stats.stored_tiles_decoded += 1
             self._stats.peak_decoded_tiles = max(self._stats.peak_decoded_tiles, len(self._live))
-        return future
+        return tile
 
     def release(self, tile_indices: list[int]) -> None:
         for tile_index in tile_indices:
             self._uses[tile_index] -= 1
             if self._uses[tile_index] == 0:
-                del self._live[tile_index]
+                # Called once the jobs of every output tile needing it are done: reusable.
+                value = self._live.pop(tile_index).value_if_decoded()
+                if value is not None and value.flags.writeable and value.flags.c_contiguous:
+                    SPARE_BUFFERS.give(self._spare_key, value)
 
     def clear(self) -> None:
-        for future in self._live.values():
-            future.cancel()
         self._live.clear()
+
+
+class _Normalizer:
+    """uint8 RGB tiles -> float32 ``(x / 255 - mean) / std``, as x * scale + offset per channel
+    (the benchmark's and the field's ToTensor + Normalize, within float rounding)."""
+
+    def __init__(self, normalize, tile_size: int, device: torch.device) -> None:
+        mean, std = (torch.tensor([float(v) for v in values]) for values in normalize)
+        if mean.shape != (3,) or std.shape != (3,):
+            raise ValueError(f"normalize needs (mean, std) of 3 values each, got {normalize!r}")
+        scale = 1.0 / (std * 255.0)
+        offset = -mean * 255.0 * scale
+        self._scale, self._offset = scale.to(device), offset.to(device)
+        # One tile row (t pixels x 3 channels) of factors: the arithmetic then runs along
+        # contiguous rows instead of in steps of 3 channels.
+        self._row_scale = scale.repeat(tile_size)
+        self._row_offset = offset.repeat(tile_size)
+        # Rows per torch call when torch may use several intra-op threads: under its parallel
+        # grain (32768 values), so that a pool thread never starts intra-op threads that would
+        # fight the reader's own threads. With one intra-op thread: one call per job.
+        self._rows = max(1, _TORCH_GRAIN // (3 * tile_size))
+        self._device_buffer: torch.Tensor | None = None
+
+    def into(self, rgb: np.ndarray, out: torch.Tensor) -> None:
+        """Normalize (k, t, t, 3) uint8 tiles into ``out`` (k, t, t, 3) float32 (buffer slots).
+
+        Widened to float in ``out`` first, then scaled in place: given uint8 directly, torch
+        would allocate (and page-fault in) a float copy of the input on every call."""
+        rows = torch.from_numpy(rgb).view(-1, self._row_scale.numel())
+        target = out.view(rows.shape)
+        step = self._rows if torch.get_num_threads() > 1 else len(rows)
+        for start in range(0, len(rows), step):
+            part = target[start : start + step]
+            part.copy_(rows[start : start + step])
+            torch.addcmul(self._row_offset, part, self._row_scale, out=part)
+
+    def on_device(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Normalize a (B, t, t, 3) uint8 batch where it lies (one reused float buffer)."""
+        if self._device_buffer is None or self._device_buffer.device != tiles.device:
+            self._device_buffer = torch.empty(tiles.shape, dtype=torch.float32, device=tiles.device)
+            self._scale = self._scale.to(tiles.device)
+            self._offset = self._offset.to(tiles.device)
+        out = self._device_buffer[: len(tiles)]
+        out.copy_(tiles)
+        torch.addcmul(self._offset, out, self._scale, out=out)
+        return out
+
+
+def _spare_array(key: tuple, shape: tuple[int, ...]) -> np.ndarray:
+    spare = SPARE_BUFFERS.take(key)
+    return spare if spare is not None else scratch_array(shape)
+
+
+def _new_tile(shape: tuple[int, ...]) -> np.ndarray:
+    """A decoded-tile array (kept for reuse, and not shared with forked children)."""
+    return scratch_array(shape, mmap_from=2**16)
+
+
+def _new_regions(read_size: int) -> np.ndarray:
+    """Scratch RGBX regions for one job: every job overwrites those it uses."""
+    return scratch_array((_TILES_PER_JOB, read_size, read_size, 4))
 
 
 def _check_vendor(path: str | Path, info: Any) -> None:
