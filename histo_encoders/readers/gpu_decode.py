@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from histo_encoders.readers.tiff_layout import full_jpeg_stream, is_progressive_jpeg
-from histo_encoders.readers.tile_plan import ReadPlan
+from histo_encoders.readers.tile_plan import ReadPlan, tile_overlap
 
 _GLASS = 255
 _SELF_CHECK_TOLERANCE = 16  # grey levels: decoder rounding is 1-3, a colour-space mix-up is 50+
@@ -66,16 +66,10 @@ def paste_regions(
         x, y = int(plan.x[position]), int(plan.y[position])
         for tile_index in plan.tiles_of(position, level):
             tile = tiles[tile_index]
-            if tile is None:
-                continue
-            row, column = divmod(tile_index, level.tiles_across)
-            tile_x, tile_y = column * level.tile_width, row * level.tile_height
-            x0, x1 = max(x, tile_x), min(x + size, tile_x + level.tile_width, level.width)
-            y0, y1 = max(y, tile_y), min(y + size, tile_y + level.tile_height, level.height)
-            if x1 > x0 and y1 > y0:
-                regions[slot, :, y0 - y : y1 - y, x0 - x : x1 - x] = tile[
-                    :, y0 - tile_y : y1 - tile_y, x0 - tile_x : x1 - tile_x
-                ]
+            overlap = None if tile is None else tile_overlap(level, tile_index, x, y, size)
+            if overlap is not None:
+                (rows, columns), (tile_rows, tile_columns) = overlap
+                regions[slot, :, rows, columns] = tile[:, tile_rows, tile_columns]
 
 
 class GpuTileSupply:

@@ -42,7 +42,7 @@ from histo_encoders.readers.tiff_layout import (
     open_tiff_level,
     validate_jpeg,
 )
-from histo_encoders.readers.tile_plan import ReadPlan, level_positions, plan_reads
+from histo_encoders.readers.tile_plan import ReadPlan, level_positions, plan_reads, tile_overlap
 from histo_encoders.resize import resize_rgbx, rgbx_to_rgb, scratch_array
 
 _GLASS = 255  # OpenSlide's transparent pixels (outside the level, missing tiles) read as white
@@ -473,17 +473,10 @@ def paste_region(
     if not inside or any(tile is None for _, tile in decoded):
         region[...] = _GLASS
     for tile_index, tile in decoded:
-        if tile is None:
-            continue
-        row, column = divmod(tile_index, level.tiles_across)
-        tile_x, tile_y = column * level.tile_width, row * level.tile_height
-        # Intersect region, stored tile and level (stored edge tiles are padded past the level).
-        x0, x1 = max(x, tile_x), min(x + size, tile_x + level.tile_width, level.width)
-        y0, y1 = max(y, tile_y), min(y + size, tile_y + level.tile_height, level.height)
-        if x1 > x0 and y1 > y0:
-            region[y0 - y : y1 - y, x0 - x : x1 - x] = tile[
-                y0 - tile_y : y1 - tile_y, x0 - tile_x : x1 - tile_x
-            ]
+        overlap = None if tile is None else tile_overlap(level, tile_index, x, y, size)
+        if overlap is not None:
+            (rows, columns), (tile_rows, tile_columns) = overlap
+            region[rows, columns] = tile[tile_rows, tile_columns]
 
 
 class _StoredTile:

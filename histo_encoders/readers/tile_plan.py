@@ -95,3 +95,22 @@ def _count_uses(
     np.add.at(diff, (r1, c1), 1)
     counts = diff.cumsum(axis=0).cumsum(axis=1)[: level.tiles_down, : level.tiles_across]
     return counts.reshape(-1)
+
+
+def tile_overlap(
+    level: TiffLevel, tile_index: int, x: int, y: int, size: int
+) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """Where stored tile ``tile_index`` lands in the ``size`` px region at level pixel (x, y).
+
+    Returns ((rows, columns) in the region, (rows, columns) in the stored tile), or None when
+    they do not meet. Stored edge tiles are padded past the level: only level pixels count.
+    """
+    row, column = divmod(tile_index, level.tiles_across)
+    tile_x, tile_y = column * level.tile_width, row * level.tile_height
+    x0, x1 = max(x, tile_x), min(x + size, tile_x + level.tile_width, level.width)
+    y0, y1 = max(y, tile_y), min(y + size, tile_y + level.tile_height, level.height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    in_region = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+    in_tile = (slice(y0 - tile_y, y1 - tile_y), slice(x0 - tile_x, x1 - tile_x))
+    return in_region, in_tile

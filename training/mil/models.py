@@ -28,8 +28,8 @@ def _check_not_empty(mask: torch.Tensor) -> None:
         raise EmptyBagError(None, position=int(empty[0]))
 
 
-class MeanPool(nn.Module):
-    """Baseline: linear tile scores averaged over the bag (= a linear model on the mean feature)."""
+class _LinearScorePool(nn.Module):
+    """A linear score per tile; subclasses say how the bag pools."""
 
     def __init__(self, in_dim: int, n_out: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
@@ -38,6 +38,10 @@ class MeanPool(nn.Module):
 
     def tile_scores(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.score(self.dropout(features))[..., 0]
+
+
+class MeanPool(_LinearScorePool):
+    """Baseline: linear tile scores averaged over the bag (= a linear model on the mean feature)."""
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         _check_not_empty(mask)
@@ -47,16 +51,8 @@ class MeanPool(nn.Module):
         return self.score(self.dropout(mean))
 
 
-class MaxPool(nn.Module):
+class MaxPool(_LinearScorePool):
     """Baseline: a linear score per tile, the bag takes its highest tile (instance max-pooling)."""
-
-    def __init__(self, in_dim: int, n_out: int = 1, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.score = nn.Linear(in_dim, n_out)
-
-    def tile_scores(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.score(self.dropout(features))[..., 0]
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         _check_not_empty(mask)
