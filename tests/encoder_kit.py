@@ -3,7 +3,6 @@ weights drawn from a seeded NumPy generator, so they are the same on every machi
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -75,9 +74,3 @@ def folder_files(folder: Path, *, drop_sha256: bool = False) -> dict[str, bytes]
 def features(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(batch)
-
-
-def tensor_bytes(tensor: torch.Tensor) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, tensor.numpy())
-    return buffer.getvalue()
