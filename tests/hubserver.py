@@ -9,6 +9,7 @@ offline load sent none.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -83,6 +84,51 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._answer(send_body=True)
+
+    def do_POST(self) -> None:
+        """Just enough of the upload API for ``HfApi.create_repo`` / ``upload_folder``."""
+        path = unquote(urlsplit(self.path).path)
+        self.fake_hub.requests.append(("POST", path))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        parts = path.strip("/").split("/")
+        if parts == ["api", "repos", "create"]:
+            request = json.loads(body or b"{}")
+            repo_id = f"{request.get('organization') or 'user'}/{request['name']}"
+            self.fake_hub.repos.setdefault(repo_id, Repo())
+            return self._json({"url": f"{self.fake_hub.url}/{repo_id}", "name": repo_id})
+        if parts == ["api", "validate-yaml"]:  # model-card metadata check before a README upload
+            return self._json({"errors": [], "warnings": []})
+        if parts[:2] == ["api", "models"] and len(parts) == 6 and parts[4] == "preupload":
+            files = json.loads(body)["files"]
+            modes = [
+                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+            ]
+            return self._json({"files": modes})
+        if parts[:2] == ["api", "models"] and len(parts) == 6 and parts[4] == "commit":
+            return self._commit("/".join(parts[2:4]), parts[5], body)
+        self._error(404, "RepoNotFound", "no such endpoint", True)
+
+    def _commit(self, repo_id: str, branch: str, body: bytes) -> None:
+        repo = self.fake_hub.repos.get(repo_id)
+        if repo is None:
+            return self._error(404, "RepoNotFound", f"{repo_id} not found", True)
+        head = repo.commits.get(repo.refs.get(branch, ""), {})
+        files = dict(head)
+        for line in body.splitlines():
+            item = json.loads(line)
+            if item.get("key") == "file":
+                files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+        commit = self.fake_hub.add_commit(repo_id, files, branch=branch)
+        url = f"{self.fake_hub.url}/{repo_id}/commit/{commit}"
+        self._json({"commitOid": commit, "commitUrl": url, "pullRequestUrl": None})
+
+    def _json(self, payload: object) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _answer(self, *, send_body: bool) -> None:
         path = unquote(urlsplit(self.path).path)

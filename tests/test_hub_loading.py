@@ -182,3 +182,13 @@ def test_unreachable_hub_with_cold_cache_says_how_to_fix(tmp_path: Path) -> None
     )
     assert result.returncode == 3, result.stderr
     assert "HF_ENDPOINT" in result.stdout
+
+
+def test_pushed_folder_loads_back_from_the_hub(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")  # the test hub accepts any token
+    folder = export_tiny(tmp_path / "tiny", seed=5)
+    commit = histo_encoders.push_to_hub(folder, "histo-test/pushed")
+    assert ("POST", "/api/models/histo-test/pushed/commit/main") in FAKE_HUB.requests
+    from_hub = histo_encoders.load(f"hf-hub:histo-test/pushed@{commit}")
+    assert torch.equal(features(from_hub, BATCH), features(histo_encoders.load(folder), BATCH))
+    assert from_hub.histo_provenance["sha256_checked_against"].startswith("config.json")
