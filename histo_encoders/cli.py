@@ -196,7 +196,7 @@ def _add_benchmark(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="tiles per batch (default: 64)")
     p.add_argument("--max-tiles", type=int, help="only the first N tiles of the grid")
     p.add_argument("--model-tiles", type=int, default=256, help="tiles for the model columns")
-    p.add_argument("--repeats", type=int, default=2, help="runs per measurement (best shown)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per measurement (best shown)")
     p.add_argument("--threads", type=int, default=0, help="TIFF reader threads (0: all CPUs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))

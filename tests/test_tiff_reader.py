@@ -335,23 +335,6 @@ def test_gpu_decoder_with_wrong_colours_sends_the_slide_to_cpu_decode(tmp_path):
     reader.close()
 
 
-@pytest.mark.parametrize(
-    ("read_size", "tile_size"),
-    [(443, 224), (448, 224), (127, 48), (63, 48), (96, 48), (95, 48), (48, 48), (301, 151)],
-)
-def test_rgbx_resize_equals_resize_tile(read_size, tile_size):
-    from histo_encoders.resize import resize_rgbx, resize_tile, rgbx_to_rgb
-
-    rgb = np.random.default_rng(read_size).integers(0, 256, (3, read_size, read_size, 3))
-    rgb = rgb.astype(np.uint8)
-    rgbx = np.full((3, read_size, read_size, 4), 255, np.uint8)
-    rgbx[..., :3] = rgb
-    expected = np.stack([resize_tile(region, tile_size) for region in rgb])
-    # One region, and a stack of them (as the reader's jobs shrink them): equal, not close.
-    np.testing.assert_array_equal(rgbx_to_rgb(resize_rgbx(rgbx[0], tile_size)), expected[0])
-    np.testing.assert_array_equal(rgbx_to_rgb(resize_rgbx(rgbx, tile_size)), expected)
-
-
 @pytest.mark.parametrize("intra_op_threads", [1, 2])
 def test_normalized_batches_equal_normalizing_the_uint8_batches(tmp_path, intra_op_threads):
     path = _write("svs-jpeg", tmp_path / "normalize.svs")
@@ -377,7 +360,7 @@ def test_normalized_batches_equal_normalizing_the_uint8_batches(tmp_path, intra_
 
 
 def test_spare_buffers_are_reused_across_streams_and_not_after_an_early_stop(tmp_path):
-    from histo_encoders.readers.tiff_reader import SPARE_BUFFERS
+    from histo_encoders.readers.buffers import SPARE_BUFFERS
 
     path = _write("svs-jpeg", tmp_path / "spare.svs")
     info = _info(path)

@@ -9,7 +9,6 @@ size, compressed with a codec decoded here. Anything else is answered with the r
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +32,7 @@ CODECS: dict[int, str] = {
 }
 _PHOTOMETRIC_RGB = 2
 _PHOTOMETRIC_YCBCR = 6
-_SOF2 = b"\xff\xc2"
-_DAMAGED_SCAN = re.compile(
-    rb"\xff[^\x00\xd0-\xd7\xff]"
-)  # progressive JPEG: decoded fine on CPU, refused by nvJPEG batches
+_SOF2 = b"\xff\xc2"  # progressive JPEG: decoded fine on CPU, refused by nvJPEG batches
 
 
 class TiffLayoutError(ValueError):
@@ -199,12 +195,12 @@ def validate_jpeg(data: bytes) -> str | None:
     tail = data[-16:].rstrip(b"\x00")
     if not tail.endswith(b"\xff\xd9"):
         return "tile data is truncated (no end-of-image marker)"
-    start = data.rfind(b"\xff\xda")  # last start-of-scan: entropy-coded data follows its header
-    if start < 0:
+    # Compiled: searching in Python holds the GIL that the decoding threads need.
+    from histo_encoders.kernels import last_scan_damage
+
+    damage = last_scan_damage(np.frombuffer(data, np.uint8))
+    if damage < 0:
         return "tile data has no start-of-scan marker"
-    header = int.from_bytes(data[start + 2 : start + 4], "big")
-    end_of_image = data.rfind(b"\xff\xd9")
-    # Inside scan data 0xFF is followed by 0x00 (stuffing), a restart marker or fill bytes.
-    if _DAMAGED_SCAN.search(data, start + 2 + header, end_of_image) is not None:
+    if damage > 0:
         return "tile data has a damaged marker inside the compressed scan"
     return None

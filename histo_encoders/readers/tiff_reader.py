@@ -4,7 +4,7 @@ OpenSlide's ``read_region`` decodes every stored tile a region touches, for ever
 spends most of its time compositing. Here the level's raw tile bytes are read with ``pread``,
 decoded by imagecodecs (JPEG straight to 4-byte RGBX pixels by libjpeg-turbo; other codecs
 through tifffile's per-page decoder, which knows about JPEGTables, predictors) in a thread pool,
-regions are cut from the decoded tiles and shrunk with :func:`histo_encoders.resize.resize_rgbx`,
+regions are cut from the decoded tiles and shrunk with :func:`histo_encoders.resize.shrink_rgbx`,
 which gives exactly the pixels of :func:`~histo_encoders.resize.resize_tile`, the resize the
 OpenSlide reader uses, so both readers' pixels agree within one grey level.
 
@@ -12,8 +12,9 @@ Output tiles are visited in the file's tile order (see :mod:`tile_plan`) and eac
 dropped once no pending output tile needs it, so memory stays bounded on any slide height.
 
 Throughput on few cores is decided by the GIL: each pool job takes several neighbouring output
-tiles through every step together (decode what it needs, cut, shrink, pack, optionally
-normalize to float), so the threads hand the GIL over a few times per tile, not dozens; stored
+tiles through every step together (decode what it needs, cut, then one compiled call that
+shrinks, packs and optionally normalizes them without the GIL), so the threads hand the GIL
+over a few times per tile, not dozens; stored
 tiles are decoded by the first job that needs them (no separate decode jobs to wait for); batch
 and decoded-tile buffers are reused across streams (``SPARE_BUFFERS``), since first-touch page
 faults of a fresh 38 MB float batch cost as much as decoding 60 stored tiles.
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from histo_encoders.errors import DeviceUnavailableError, ReaderNotApplicableError, SlideReadError
+from histo_encoders.readers.buffers import SPARE_BUFFERS, batch_array, scratch_array
 from histo_encoders.readers.tiff_layout import (
     RawTileSource,
     TiffLayoutError,
@@ -42,60 +44,17 @@ from histo_encoders.readers.tiff_layout import (
     open_tiff_level,
     validate_jpeg,
 )
-from histo_encoders.readers.tile_plan import ReadPlan, level_positions, plan_reads, tile_overlap
-from histo_encoders.resize import resize_rgbx, rgbx_to_rgb, scratch_array
+from histo_encoders.readers.tile_plan import ReadPlan, level_positions, plan_reads
+from histo_encoders.resize import shrink_rgbx
 
 _GLASS = 255  # OpenSlide's transparent pixels (outside the level, missing tiles) read as white
 # OpenSlide vendors whose level pages are plain tile grids, checked against read_region here.
 # Others (Leica SCN, Ventana BIF, Philips, NDPI...) place, overlap or pad tiles their own way.
 VERIFIED_VENDORS = ("aperio", "generic-tiff")
 _TILES_PER_JOB = 8  # output tiles cut and resized per thread-pool job
-_PACK_TILES = 4  # tiles packed from RGBX to RGB per PIL call
-_TORCH_GRAIN = 32768  # torch runs element-wise ops on one thread below this many values
-_SPARE_BYTES = 256 * 2**20  # decoded-tile and batch buffers kept for the next stream, at most
-
-
-class _SpareBuffers:
-    """Buffers kept between streams (and slides) of this process, by kind and shape.
-
-    A fresh 38 MB float batch costs ~25 ms of page faults here, a decoded tile ~0.1 ms: as
-    much as decoding it. Thread-safe; holds at most ``_SPARE_BYTES``."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._bytes = 0
-        self._free: dict[Any, list[Any]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: Any) -> Any | None:
-        with self._lock:
-            free = self._free.get(key)
-            if not free:
-                return None
-            buffer = free.pop()
-            self._bytes -= _nbytes(buffer)
-            return buffer
-
-    def give(self, key: Any, buffer: Any) -> None:
-        size = _nbytes(buffer)
-        with self._lock:
-            if self._bytes + size <= self._limit:
-                self._free.setdefault(key, []).append(buffer)
-                self._bytes += size
-
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-            self._bytes = 0
-
-
-def _nbytes(buffer: Any) -> int:
-    return (
-        buffer.nbytes if isinstance(buffer, np.ndarray) else buffer.numel() * buffer.element_size()
-    )
-
-
-SPARE_BUFFERS = _SpareBuffers(_SPARE_BYTES)
+_USUAL_SPAN = 9  # stored tiles under one region: up to 3 x 3 when regions are under 2 tiles wide
+_ABSENT_TILE = np.zeros((1, 1), np.uint32)  # fills the tuple of tiles where there is none
+_NUMPY_DTYPES = {torch.uint8: np.uint8, torch.float32: np.float32}
 
 
 @dataclass(frozen=True)
@@ -233,11 +192,11 @@ class TiffTileReader:
             return
         self._ensure_open()
         if self._gpu is not None:
-            normalizer = _Normalizer(normalize, self.grid.tile_size, torch.device("cpu"))
+            normalizer = _Normalizer(normalize, torch.device("cpu"))
             for batch_indices, tiles in self._iter_batches(indices, batch_size, pin):
                 yield batch_indices, normalizer.on_device(tiles)
             return
-        normalizer = _Normalizer(normalize, self.grid.tile_size, torch.device("cpu"))
+        normalizer = _Normalizer(normalize, torch.device("cpu"))
         yield from self._iter_batches(indices, batch_size, pin, normalizer)
 
     def _iter_batches(
@@ -409,52 +368,34 @@ class TiffTileReader:
         normalizer: _Normalizer | None,
     ) -> None:
         """Cut, shrink (and normalize) consecutive output tiles into their ``buffer`` slots,
-        in a pool thread. The job's tiles go through each step together: fewer, larger numpy
-        and torch calls, so fewer hand-overs of the GIL between the threads."""
-        key = ("regions", _TILES_PER_JOB, plan.read_size)
+        in a pool thread. Cutting and shrinking are compiled calls that release the GIL, so
+        the threads seldom wait for each other; one region buffer per job stays in cache
+        between the cut and the shrink."""
+        key = ("region", plan.read_size)
         spare = SPARE_BUFFERS.take(key)
-        regions = spare if spare is not None else _new_regions(plan.read_size)
+        region = spare if spare is not None else _new_region(plan.read_size)
+        table = None if normalizer is None else normalizer.table
         try:
-            self._cut_and_resize_into(plan, work, buffer, normalizer, regions[: len(work)])
+            for slot, position, tiles in work:
+                # Decode first what no other thread is decoding, then wait for the rest.
+                for tile in tiles:
+                    tile.decode_unless_busy()
+                decoded = [(tile.index, tile.value()) for tile in tiles]
+                x, y = int(plan.x[position]), int(plan.y[position])
+                paste_region(region, x, y, decoded, self.level)
+                out = buffer[slot : slot + 1].numpy()
+                shrink_rgbx(region[None], self.grid.tile_size, out, table)
         finally:
-            SPARE_BUFFERS.give(key, regions)
-
-    def _cut_and_resize_into(
-        self,
-        plan: ReadPlan,
-        work: list[tuple[int, int, list[_StoredTile]]],
-        buffer: torch.Tensor,
-        normalizer: _Normalizer | None,
-        regions: np.ndarray,
-    ) -> None:
-        for region, (_, position, tiles) in zip(regions, work, strict=True):
-            # Decode first what no other thread is decoding, then wait for the rest.
-            for tile in tiles:
-                tile.decode_unless_busy()
-            decoded = [(tile.index, tile.value()) for tile in tiles]
-            paste_region(region, int(plan.x[position]), int(plan.y[position]), decoded, self.level)
-        size, count = self.grid.tile_size, len(work)
-        shrunk = _spare_array(("shrunk", count, size), (count, size, size, 4))
-        rgb = _spare_array(("rgb", count, size), (count, size, size, 3))
-        resize_rgbx(regions, size, out=shrunk)
-        # Packed a few tiles at a time: PIL returns new bytes, and above ~1 MB each new
-        # block is page faulted in (that alone took as long as the packing).
-        for start in range(0, count, _PACK_TILES):
-            rgb[start : start + _PACK_TILES] = rgbx_to_rgb(shrunk[start : start + _PACK_TILES])
-        first = work[0][0]
-        out = buffer[first : first + count]
-        if normalizer is None:
-            out.numpy()[...] = rgb
-        else:
-            normalizer.into(rgb, out)
-        SPARE_BUFFERS.give(("shrunk", count, size), shrunk)
-        SPARE_BUFFERS.give(("rgb", count, size), rgb)
+            SPARE_BUFFERS.give(key, region)
 
     def _batch_buffer(self, batch_size: int, pin: bool, dtype: torch.dtype) -> torch.Tensor:
         shape = (batch_size, self.grid.tile_size, self.grid.tile_size, 3)
         spare = SPARE_BUFFERS.take(("batch", *shape, dtype, pin))
-        # Pinned (page-locked) buffers let the copy to the GPU run asynchronously.
-        return spare if spare is not None else torch.empty(shape, dtype=dtype, pin_memory=pin)
+        if spare is not None:
+            return spare
+        if pin:  # page-locked: the copy to the GPU then runs asynchronously
+            return torch.empty(shape, dtype=dtype, pin_memory=True)
+        return torch.from_numpy(batch_array(shape, _NUMPY_DTYPES[dtype]))
 
     def _tile_key(self) -> tuple:
         return ("tile", self.level.tile_height, self.level.tile_width, 4)
@@ -467,16 +408,27 @@ def paste_region(
     decoded: list[tuple[int, np.ndarray | None]],
     level: TiffLevel,
 ) -> None:
-    """Fill ``region`` (level pixels from (x, y)) from decoded stored tiles; glass elsewhere."""
-    size = region.shape[0]
-    inside = x >= 0 and y >= 0 and x + size <= level.width and y + size <= level.height
-    if not inside or any(tile is None for _, tile in decoded):
-        region[...] = _GLASS
-    for tile_index, tile in decoded:
-        overlap = None if tile is None else tile_overlap(level, tile_index, x, y, size)
-        if overlap is not None:
-            (rows, columns), (tile_rows, tile_columns) = overlap
-            region[rows, columns] = tile[tile_rows, tile_columns]
+    """Fill ``region`` (S, S, 4) uint8 RGBX with level pixels from (x, y), from the decoded
+    stored tiles (index, RGBX tile or None where the file leaves it out); white elsewhere."""
+    from histo_encoders.kernels import cut_region  # numba: loaded with the first region
+
+    # A tuple of one length per span of stored tiles: numba compiles once per length.
+    length = max(len(decoded), _USUAL_SPAN)
+    tiles = [_ABSENT_TILE] * length
+    tile_x = np.zeros(length, np.int64)
+    tile_y = np.zeros(length, np.int64)
+    present = np.zeros(length, np.bool_)
+    for k, (tile_index, tile) in enumerate(decoded):
+        if tile is None:
+            continue
+        row, column = divmod(tile_index, level.tiles_across)
+        tile_x[k], tile_y[k] = column * level.tile_width, row * level.tile_height
+        # Read-only arrays are another numba type, and the tuple must hold one type.
+        pixels = tile if tile.flags.writeable else tile.copy()
+        tiles[k] = pixels.view(np.uint32)[..., 0]
+        present[k] = True
+    pixels = region.view(np.uint32)[..., 0]
+    cut_region(tuple(tiles), tile_x, tile_y, present, x, y, level.width, level.height, pixels)
 
 
 class _StoredTile:
@@ -558,37 +510,21 @@ class _StoredTiles:
 
 class _Normalizer:
     """uint8 RGB tiles -> float32 ``(x / 255 - mean) / std``, as x * scale + offset per channel
-    (the benchmark's and the field's ToTensor + Normalize, within float rounding)."""
+    (the benchmark's and the field's ToTensor + Normalize, within float rounding).
 
-    def __init__(self, normalize, tile_size: int, device: torch.device) -> None:
+    On the CPU the shrink writes normalized values itself, by lookup in ``table`` (3, 256): the
+    same float32 ``offset + v * scale`` for every grey level v that the GPU path computes."""
+
+    def __init__(self, normalize, device: torch.device) -> None:
         mean, std = (torch.tensor([float(v) for v in values]) for values in normalize)
         if mean.shape != (3,) or std.shape != (3,):
             raise ValueError(f"normalize needs (mean, std) of 3 values each, got {normalize!r}")
         scale = 1.0 / (std * 255.0)
         offset = -mean * 255.0 * scale
         self._scale, self._offset = scale.to(device), offset.to(device)
-        # One tile row (t pixels x 3 channels) of factors: the arithmetic then runs along
-        # contiguous rows instead of in steps of 3 channels.
-        self._row_scale = scale.repeat(tile_size)
-        self._row_offset = offset.repeat(tile_size)
-        # Rows per torch call when torch may use several intra-op threads: under its parallel
-        # grain (32768 values), so that a pool thread never starts intra-op threads that would
-        # fight the reader's own threads. With one intra-op thread: one call per job.
-        self._rows = max(1, _TORCH_GRAIN // (3 * tile_size))
+        levels = torch.arange(256, dtype=torch.float32)
+        self.table = torch.addcmul(offset[:, None], levels[None, :], scale[:, None]).numpy()
         self._device_buffer: torch.Tensor | None = None
-
-    def into(self, rgb: np.ndarray, out: torch.Tensor) -> None:
-        """Normalize (k, t, t, 3) uint8 tiles into ``out`` (k, t, t, 3) float32 (buffer slots).
-
-        Widened to float in ``out`` first, then scaled in place: given uint8 directly, torch
-        would allocate (and page-fault in) a float copy of the input on every call."""
-        rows = torch.from_numpy(rgb).view(-1, self._row_scale.numel())
-        target = out.view(rows.shape)
-        step = self._rows if torch.get_num_threads() > 1 else len(rows)
-        for start in range(0, len(rows), step):
-            part = target[start : start + step]
-            part.copy_(rows[start : start + step])
-            torch.addcmul(self._row_offset, part, self._row_scale, out=part)
 
     def on_device(self, tiles: torch.Tensor) -> torch.Tensor:
         """Normalize a (B, t, t, 3) uint8 batch where it lies (one reused float buffer)."""
@@ -602,19 +538,14 @@ class _Normalizer:
         return out
 
 
-def _spare_array(key: tuple, shape: tuple[int, ...]) -> np.ndarray:
-    spare = SPARE_BUFFERS.take(key)
-    return spare if spare is not None else scratch_array(shape)
-
-
 def _new_tile(shape: tuple[int, ...]) -> np.ndarray:
     """A decoded-tile array (kept for reuse, and not shared with forked children)."""
     return scratch_array(shape, mmap_from=2**16)
 
 
-def _new_regions(read_size: int) -> np.ndarray:
-    """Scratch RGBX regions for one job: every job overwrites those it uses."""
-    return scratch_array((_TILES_PER_JOB, read_size, read_size, 4))
+def _new_region(read_size: int) -> np.ndarray:
+    """A scratch RGBX region for one job: every region it cuts overwrites it."""
+    return scratch_array((read_size, read_size, 4))
 
 
 def _check_vendor(path: str | Path, info: Any) -> None:

@@ -1,0 +1,79 @@
+"""The resize every reader shares: the compiled shrink gives PIL's BOX pixels exactly."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from histo_encoders.kernels import last_scan_damage
+from histo_encoders.resize import pair_runs, resize_tile, shrink_rgbx
+
+# (443, 224): 0.2528 -> 0.5 um/px; others: exact halving, shrinks a little, > 2x (through PIL).
+SIZE_PAIRS = [(443, 224), (448, 224), (127, 48), (63, 48), (96, 48), (97, 48), (48, 48), (301, 100)]
+
+
+def _regions(read_size: int, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.random.default_rng(read_size).integers(0, 256, (count, read_size, read_size, 3))
+    rgb = rgb.astype(np.uint8)
+    rgbx = np.full((count, read_size, read_size, 4), 255, np.uint8)
+    rgbx[..., :3] = rgb
+    return rgb, rgbx
+
+
+@pytest.mark.parametrize(("read_size", "tile_size"), SIZE_PAIRS)
+def test_shrink_rgbx_equals_resize_tile_exactly(read_size, tile_size):
+    rgb, rgbx = _regions(read_size)
+    expected = np.stack([resize_tile(region, tile_size) for region in rgb])
+    out = np.zeros((len(rgb), tile_size, tile_size, 3), np.uint8)
+    np.testing.assert_array_equal(shrink_rgbx(rgbx, tile_size, out), expected)
+
+
+@pytest.mark.parametrize(("read_size", "tile_size"), [(443, 224), (127, 48), (48, 48)])
+def test_shrink_rgbx_with_a_table_normalizes_the_same_grey_levels(read_size, tile_size):
+    rgb, rgbx = _regions(read_size)
+    table = np.stack([np.linspace(-2.0, 2.0, 256), np.arange(256), -np.arange(256)])
+    table = table.astype(np.float32)
+    out = np.zeros((len(rgb), tile_size, tile_size, 3), np.float32)
+    shrink_rgbx(rgbx, tile_size, out, table)
+    levels = np.stack([resize_tile(region, tile_size) for region in rgb])
+    expected = np.stack([table[c][levels[..., c]] for c in range(3)], axis=-1)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_pair_runs_cover_shrinks_up_to_two_times_only():
+    assert pair_runs(443, 224) is not None
+    assert pair_runs(448, 224) is not None
+    assert pair_runs(97, 48) is None  # a little over 2x: some output pixels average three
+
+
+def test_shrink_rgbx_refuses_to_upsample():
+    _, rgbx = _regions(40, count=1)
+    with pytest.raises(ValueError, match="upsample"):
+        shrink_rgbx(rgbx, 48, np.zeros((1, 48, 48, 3), np.uint8))
+
+
+def _reference_scan_damage(data: bytes) -> int:
+    """The rule in plain Python: in the last scan's entropy-coded data, 0xFF may only precede
+    0x00 (stuffing), 0xFF (fill) or a restart marker 0xD0-0xD7."""
+    start = data.rfind(b"\xff\xda")
+    if start < 0:
+        return -1
+    header = int.from_bytes(data[start + 2 : start + 4], "big")
+    stop = data.rfind(b"\xff\xd9")
+    pattern = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+    return sum(1 for _ in pattern.finditer(data, start + 2 + header, stop)) if stop > 0 else 0
+
+
+def test_last_scan_damage_agrees_with_the_marker_rules():
+    rng = np.random.default_rng(7)
+    alphabet = [0x00, 0x01, 0x02, 0x12, 0xD0, 0xD7, 0xD9, 0xDA, 0xFF, 0xC4]
+    outcomes = set()
+    for _ in range(500):
+        # Streams end with an end-of-image marker, as validate_jpeg checks before this.
+        data = rng.choice(alphabet, size=60).astype(np.uint8).tobytes() + b"\xff\xd9"
+        expected = _reference_scan_damage(data)
+        assert last_scan_damage(np.frombuffer(data, np.uint8)) == expected, data.hex()
+        outcomes.add(min(expected, 1))
+    assert outcomes == {-1, 0, 1}  # the random streams exercised every verdict
