@@ -2,8 +2,8 @@
 
 Nothing here runs at import time, so importing the package never touches the disk or the network.
 The hub variables (HF_ENDPOINT, HF_HOME, HF_HUB_OFFLINE) belong to huggingface_hub, which reads
-them once when it is imported, and torchrun's to torch.distributed; both are listed here so a user
-finds every variable in one place.
+them once when it is imported, NUMBA_CACHE_DIR to numba, and torchrun's to torch.distributed; all
+are listed here so a user finds every variable in one place.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from pathlib import Path
 
 HOME_VARIABLE = "HISTO_ENCODERS_HOME"
 HUB_VARIABLES = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN")
+# numba's own: where the compiled loops of histo_encoders.kernels are cached, when the installed
+# package's folder is not writable.
+NUMBA_VARIABLES = ("NUMBA_CACHE_DIR",)
 # torchrun's own variables; read by histo_encoders.distributed.rank_info, which validates them.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -18,15 +18,44 @@ Callers are :mod:`histo_encoders.resize` (shrinking), the TIFF reader (cutting) 
 
 from __future__ import annotations
 
+import warnings
+
 import numba
 import numpy as np
 
 _LOW_SEVEN_BITS = np.uint32(0x7F7F7F7F)
 _ONE = np.uint32(1)
 _GLASS = np.uint32(0xFFFFFFFF)  # white RGBX: what OpenSlide shows outside the level
+_UNCACHED: list[str] = []  # kernels compiled without a disk cache (numba found no folder)
 
 
-@numba.njit(nogil=True, cache=True)
+def _kernel(**options):
+    """numba.njit without the GIL, cached on disk so a process loads rather than compiles.
+
+    numba refuses to cache when no cache folder is writable (a read-only install without a
+    home folder, common in containers); the kernels are then compiled in each process, a few
+    seconds, with a warning that says how to keep them.
+    """
+
+    def decorate(function):
+        try:
+            return numba.njit(nogil=True, cache=True, **options)(function)
+        except RuntimeError as error:  # "cannot cache function ...: no locator available"
+            if not _UNCACHED:  # said once for all the kernels
+                warnings.warn(
+                    f"numba cannot cache histo-encoders' compiled loops ({error}); they are "
+                    "compiled again in every process. Set NUMBA_CACHE_DIR to a writable folder "
+                    "to keep them.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            _UNCACHED.append(function.__name__)
+            return numba.njit(nogil=True, **options)(function)
+
+    return decorate
+
+
+@_kernel()
 def cut_region(tiles, tile_x, tile_y, present, x, y, level_width, level_height, region):
     """Fill ``region`` (S, S) uint32 RGBX with the level's pixels from (x, y).
 
@@ -55,7 +84,7 @@ def cut_region(tiles, tile_x, tile_y, present, x, y, level_width, level_height, 
             ]
 
 
-@numba.njit(nogil=True, cache=True)
+@_kernel()
 def last_scan_damage(data):
     """Check the last scan of a JPEG stream ``data`` (uint8): -1 when it has no start-of-scan
     marker, else the number of bytes in its entropy-coded data (from the end of the last
@@ -86,20 +115,20 @@ def last_scan_damage(data):
     return damaged
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@_kernel(inline="always")
 def _mean(a, b):
     """Per byte, (a + b + 1) >> 1 of two uint32 RGBX pixels."""
     return (a | b) - (((a ^ b) >> _ONE) & _LOW_SEVEN_BITS)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@_kernel(inline="always")
 def _shrunk_pixel(top, bottom, left, right):
     """One output pixel from source rows ``top``/``bottom`` and columns ``left``/``right``:
     columns are averaged first, as PIL's horizontal pass runs before its vertical one."""
     return _mean(_mean(top[left], top[right]), _mean(bottom[left], bottom[right]))
 
 
-@numba.njit(nogil=True, cache=True)
+@_kernel()
 def shrink_to_rgb(regions, first_rows, last_rows, first_columns, last_columns, out):
     """regions (k, H, W) uint32 RGBX -> out (k, t, t, 3) uint8 RGB."""
     for n in range(regions.shape[0]):
@@ -113,7 +142,7 @@ def shrink_to_rgb(regions, first_rows, last_rows, first_columns, last_columns, o
                 row[j, 2] = (pixel >> 16) & 255
 
 
-@numba.njit(nogil=True, cache=True)
+@_kernel()
 def shrink_to_float(regions, first_rows, last_rows, first_columns, last_columns, table, out):
     """regions (k, H, W) uint32 RGBX -> out (k, t, t, 3) float32, channel c of grey level v
     written as ``table[c, v]``: a 3 x 256 table is cheaper than converting and scaling."""

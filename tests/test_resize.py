@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -77,3 +79,24 @@ def test_last_scan_damage_agrees_with_the_marker_rules():
         assert last_scan_damage(np.frombuffer(data, np.uint8)) == expected, data.hex()
         outcomes.add(min(expected, 1))
     assert outcomes == {-1, 0, 1}  # the random streams exercised every verdict
+
+
+def test_kernels_work_and_say_so_when_numba_cannot_cache(tmp_path):
+    # A read-only install without a home folder: every numba cache locator is unavailable.
+    code = (
+        "import warnings, numpy as np\n"
+        "from numba.core import caching\n"
+        "caching.CacheImpl._locator_classes = []  # numba finds no cache folder\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from histo_encoders.resize import resize_tile, shrink_rgbx\n"
+        "    rgbx = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 4), np.uint8)\n"
+        "    out = shrink_rgbx(rgbx, 48, np.zeros((1, 48, 48, 3), np.uint8))\n"
+        "assert np.array_equal(out[0], resize_tile(rgbx[0, ..., :3], 48))\n"
+        "print(sum('NUMBA_CACHE_DIR' in str(w.message) for w in caught))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) == 1  # one warning, not one per kernel
