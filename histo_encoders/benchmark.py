@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -173,7 +174,7 @@ def measure_tiff_reader(
     reader = TiffTileReader(path, info, grid, reader_options)
     normalize = (_IMAGENET_MEAN, _IMAGENET_STD)
     try:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         count = 0
         for batch_indices, tiles in reader.iter_batches(
             indices, options.batch_size, normalize=normalize
@@ -182,7 +183,7 @@ def measure_tiff_reader(
             count += len(batch_indices)
         if device != "cpu":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
         described = reader.describe()
     finally:
         reader.close()
@@ -191,6 +192,7 @@ def measure_tiff_reader(
         "tiles": count,
         "seconds": seconds,
         "tiles_per_s": count / seconds,
+        "cores_used": cpu / seconds,
         "threads": described["threads"],
         "decode_path": described["decode_path"],
         "stored_tiles_decoded": stats["stored_tiles_decoded"],
@@ -207,10 +209,16 @@ def measure_openslide_loop(
         str(path), grid.coords[indices], grid.level, grid.read_size, grid.tile_size
     )
     loader = DataLoader(dataset, batch_size=options.batch_size, num_workers=workers)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     count = sum(len(batch) for batch in loader)  # worker start-up included, as users pay it
-    seconds = time.perf_counter() - start
-    return {"tiles": count, "seconds": seconds, "tiles_per_s": count / seconds, "workers": workers}
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    return {
+        "tiles": count,
+        "seconds": seconds,
+        "tiles_per_s": count / seconds,
+        "cores_used": cpu / seconds,  # the workers' time counts once they have exited
+        "workers": workers,
+    }
 
 
 def measure_decode_floor(path, info, threads: int) -> dict[str, Any]:
@@ -231,14 +239,15 @@ def measure_decode_floor(path, info, threads: int) -> dict[str, Any]:
             level.decode(data[index], index, jpegtables=level.jpegtables)
 
     with ThreadPoolExecutor(threads) as pool:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         for _ in pool.map(decode, range(level.tile_count)):
             pass
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     return {
         "stored_tiles": level.tile_count,
         "seconds": seconds,
         "stored_tiles_per_s": level.tile_count / seconds,
+        "cores_used": cpu / seconds,
         "threads": threads,
         "codec": level.codec,
     }
@@ -292,7 +301,7 @@ def format_report(result: dict[str, Any]) -> str:
         f"Machine: {machine['cpus']} CPUs, torch {machine['torch']} (1 intra-op thread while"
         f" timing loaders), device {machine['device']}",
         "",
-        f"{'loader':<44}{'tiles/s':>10}{'vs openslide':>14}",
+        f"{'loader':<44}{'tiles/s':>10}{'vs openslide':>14}{'cores used':>12}",
     ]
     reference = ratios.get("reference_loader")
     for name, measured in loaders.items():
@@ -300,7 +309,8 @@ def format_report(result: dict[str, Any]) -> str:
         if rate is None:
             continue
         versus = f"{rate / loaders[reference]['tiles_per_s']:.1f}x" if reference else "-"
-        lines.append(f"{_label(name, measured):<44}{rate:>10.1f}{versus:>14}")
+        cores = f"{measured['cores_used']:.2f}" if "cores_used" in measured else "-"
+        lines.append(f"{_label(name, measured):<44}{rate:>10.1f}{versus:>14}{cores:>12}")
     lines.append("")
     for name, measured in loaders.items():
         if "stored_tiles_per_s" in measured:
@@ -357,6 +367,14 @@ class _ClamStyleTiles(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_slide": None}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process's threads and its exited children (DataLoader
+    workers): divided by wall time, how many cores a loader kept busy."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _read_all(path, info, grid, indices: np.ndarray) -> torch.Tensor:

@@ -51,8 +51,10 @@ def shrink_rgbx(
     height, width = regions.shape[1:3]
     if height < size or width < size:
         raise ValueError(f"refusing to upsample a {width}x{height} region to {size}x{size}")
+    # Regions already of the size (a 0.5 um/px slide read at 0.5) have runs of one pixel each:
+    # the compiled loop then only packs or normalizes them.
     rows, columns = pair_runs(height, size), pair_runs(width, size)
-    if (height, width) != (size, size) and rows is not None and columns is not None:
+    if rows is not None and columns is not None:
         from histo_encoders import kernels  # numba: loaded with the first shrink
 
         pixels = np.ascontiguousarray(regions).view(np.uint32)[..., 0]
@@ -62,7 +64,7 @@ def shrink_rgbx(
             kernels.shrink_to_float(pixels, *rows, *columns, table, out)
         return out
     for tile, region in zip(out, regions, strict=True):
-        rgb = region[..., :3] if (height, width) == (size, size) else _pil_shrink(region, size)
+        rgb = _pil_shrink(region, size)
         if table is None:
             tile[...] = rgb
         else:

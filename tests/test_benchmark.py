@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import timm
@@ -41,12 +42,16 @@ def test_every_loader_is_measured_on_the_same_tiles(slide):
         loaders["tiff_reader"]["tiles_per_s"] / loaders["openslide_loop_0_workers"]["tiles_per_s"]
     )
     assert result["ratios"]["tiff_reader_vs_openslide_loop_0_workers"] == pytest.approx(expected)
+    # How many cores each loader kept busy: a GIL-bound reader would show about one.
+    for name in ("tiff_reader", "openslide_loop_0_workers", "decode_floor_1_threads"):
+        assert 0 < loaders[name]["cores_used"] <= (os.cpu_count() or 1) + 0.5
     json.dumps(result)  # plain data, ready to be saved next to the report
 
     report = format_report(result)
     assert "tiff reader, decode once (2 threads)" in report
     assert "openslide read_region loop (0 workers)" in report
     assert "JPEG decode floor, 1 threads" in report
+    assert "cores used" in report
 
 
 def test_model_only_and_end_to_end_are_reported_with_their_ratio(slide):
