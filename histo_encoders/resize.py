@@ -2,7 +2,8 @@
 
 Tiles are only ever shrunk (a tile is never upsampled: that would invent detail), and shrinking
 uses area averaging (PIL's BOX filter) so a 443 px region at 0.2528 um/px becomes a 224 px tile
-at 0.5 um/px without aliasing. Every reader calls this function so their pixels agree.
+at 0.5 um/px without aliasing. The OpenSlide reader calls :func:`resize_tile`; the TIFF reader
+calls :func:`shrink_rgbx`, which gives exactly the same pixels, so the readers agree.
 """
 
 from __future__ import annotations

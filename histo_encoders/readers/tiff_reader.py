@@ -11,13 +11,14 @@ OpenSlide reader uses, so both readers' pixels agree within one grey level.
 Output tiles are visited in the file's tile order (see :mod:`tile_plan`) and each decoded tile is
 dropped once no pending output tile needs it, so memory stays bounded on any slide height.
 
-Throughput on few cores is decided by the GIL: each pool job takes several neighbouring output
-tiles through every step together (decode what it needs, cut, then one compiled call that
-shrinks, packs and optionally normalizes them without the GIL), so the threads hand the GIL
-over a few times per tile, not dozens; stored
-tiles are decoded by the first job that needs them (no separate decode jobs to wait for); batch
-and decoded-tile buffers are reused across streams (``SPARE_BUFFERS``), since first-touch page
-faults of a fresh 38 MB float batch cost as much as decoding 60 stored tiles.
+Throughput on few cores is decided by the GIL. Decoding (libjpeg-turbo), cutting a region out
+of the decoded tiles and shrinking it into its batch slot (compiled loops in
+:mod:`histo_encoders.kernels`) all run without it; what is left in Python is a few lines per
+stored tile and per region, so two threads keep two cores busy. Each pool job takes several
+neighbouring output tiles, and stored tiles are decoded by the first job that needs them (no
+separate decode jobs to wait for). Batch and decoded-tile buffers are reused across streams
+(:mod:`histo_encoders.readers.buffers`), since first-touch page faults of a fresh 38 MB float
+batch cost as much as decoding 60 stored tiles.
 """
 
 from __future__ import annotations
