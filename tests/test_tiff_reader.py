@@ -67,6 +67,18 @@ def test_pixels_match_openslide_across_stored_tile_boundaries(slide_path, target
     _assert_same_as_openslide(slide_path, info, grid)
 
 
+def test_regions_over_many_stored_tiles_match_openslide(slide_path):
+    # 297 px regions over 128 px stored tiles span up to 4 x 4 stored tiles: more than the
+    # 3 x 3 the compiled cut is first built for. One also runs past the right edge.
+    info = _info(slide_path)
+    grid = plan_tiles(info, 0.5, 150)
+    assert grid.read_size == 297
+    coords = np.array([(100, 60), (127, 127), (0, 0), (WIDTH - 200, 20)], dtype=np.int64)
+    spans = (coords + grid.read_size - 1) // 128 - coords // 128 + 1
+    assert spans.prod(axis=1).max() == 16
+    _assert_same_as_openslide(slide_path, info, dataclasses.replace(grid, coords=coords))
+
+
 def test_regions_over_the_right_and_bottom_edges_match_openslide(slide_path):
     info = _info(slide_path)
     grid = plan_tiles(info, 0.5, 48)
