@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,7 @@ class TiffTileReader:
             **self._layout,
             "level": int(self.grid.level),
             "threads": self.options.threads(),
-            "stats": _stats_dict(self.stats),
+            "stats": asdict(self.stats),  # a copy: later reads do not change it
         }
 
     def read_tiles(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -604,17 +604,6 @@ def _layout_summary(level: TiffLevel) -> dict[str, Any]:
         "jpegtables": level.jpegtables is not None,
         "page": level.page_index,
         "stored_tile_size": [level.tile_width, level.tile_height],
-    }
-
-
-def _stats_dict(stats: ReaderStats) -> dict[str, Any]:
-    return {
-        "tiles_delivered": stats.tiles_delivered,
-        "stored_tiles_decoded": stats.stored_tiles_decoded,
-        "peak_decoded_tiles": stats.peak_decoded_tiles,
-        "gpu_decoded": stats.gpu_decoded,
-        "cpu_fallback_decodes": stats.cpu_fallback_decodes,
-        "fallback_reasons": dict(stats.fallback_reasons),
     }
 
 
