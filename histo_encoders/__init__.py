@@ -4,37 +4,53 @@
     transform = histo_encoders.get_transform(model)    # the preprocessing these weights expect
     result = histo_encoders.embed_slide("slide.svs", encoder=model)
 
-Importing the package reads no file and opens no connection.
+Importing the package reads no file and opens no connection. The package is laid out by concern:
+``encoders`` (records, hub, loading), ``slides`` (opening, tissue, tiling), ``readers`` (tiles
+from slides), ``pipeline`` (embedding and feature files), ``tools`` (benchmark, demo, synthetic
+slides) and ``cli``; ``errors`` and ``env`` serve them all.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.metadata
 
 from histo_encoders import errors
-from histo_encoders.build import load
-from histo_encoders.convert import convert_checkpoint
-from histo_encoders.publish import export_encoder, push_to_hub
-from histo_encoders.registry import (
-    EncoderConfig,
-    get_config,
-    list_encoders,
-    register_encoder,
-    unregister_encoder,
-)
-from histo_encoders.transforms import get_transform
+from histo_encoders._lazy import lazy_exports
 
-__version__ = "0.1.0"
 
-# The slide pipeline pulls in OpenSlide, h5py and tifffile: loaded on first use only.
+def _installed_version() -> str:
+    # One source: the version pyproject.toml declares, as the installed metadata reports it.
+    try:
+        return importlib.metadata.version("histo-encoders")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+__version__ = _installed_version()
+
+# Every name is loaded on first use: the encoders pull in torch, the slide pipeline OpenSlide,
+# h5py and tifffile, and `histo-encoders --help` needs none of them.
 _LAZY = {
-    "embed_slide": "histo_encoders.embed",
-    "embed_slides": "histo_encoders.batch",
-    "EmbedOptions": "histo_encoders.embed",
-    "SlideEmbedding": "histo_encoders.embed",
-    "RunSummary": "histo_encoders.batch",
-    "open_slide": "histo_encoders.slide",
-    "read_features": "histo_encoders.features_io",
+    "EncoderConfig": "encoders",
+    "convert_checkpoint": "encoders",
+    "export_encoder": "encoders",
+    "get_config": "encoders",
+    "get_transform": "encoders",
+    "list_encoders": "encoders",
+    "load": "encoders",
+    "push_to_hub": "encoders",
+    "register_encoder": "encoders",
+    "unregister_encoder": "encoders",
+    "embed_slide": "pipeline",
+    "embed_slides": "pipeline",
+    "EmbedOptions": "pipeline",
+    "SlideEmbedding": "pipeline",
+    "RunSummary": "pipeline",
+    "collect_slides": "pipeline",
+    "read_features": "pipeline",
+    "open_slide": "slides",
+    "plan_slide": "slides",
+    "TissueSettings": "slides",
 }
 
 __all__ = [
@@ -42,7 +58,9 @@ __all__ = [
     "EncoderConfig",
     "RunSummary",
     "SlideEmbedding",
+    "TissueSettings",
     "__version__",
+    "collect_slides",
     "convert_checkpoint",
     "embed_slide",
     "embed_slides",
@@ -53,6 +71,7 @@ __all__ = [
     "list_encoders",
     "load",
     "open_slide",
+    "plan_slide",
     "push_to_hub",
     "read_features",
     "register_encoder",
@@ -60,9 +79,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'histo_encoders' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)[0]

@@ -9,14 +9,16 @@ are listed here so a user finds every variable in one place.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 HOME_VARIABLE = "HISTO_ENCODERS_HOME"
 HUB_VARIABLES = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN")
-# numba's own: where the compiled loops of histo_encoders.kernels are cached, when the installed
+# numba's own: where the compiled loops of histo_encoders.readers.kernels are cached, when the installed
 # package's folder is not writable.
 NUMBA_VARIABLES = ("NUMBA_CACHE_DIR",)
-# torchrun's own variables; read by histo_encoders.distributed.rank_info, which validates them.
+# torchrun's own variables; read by histo_encoders.pipeline.distributed.rank_info, which validates them.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -36,3 +38,48 @@ def home() -> Path:
 def hub_offline() -> bool:
     """True when HF_HUB_OFFLINE asks for cache-only hub access."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and schedulers set)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """This process's place in a torchrun job (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when more than one process shares the work."""
+        return self.world_size > 1
+
+
+def torchrun_ranks(environ: Mapping[str, str] | None = None) -> RankInfo:
+    """Read RANK, WORLD_SIZE and LOCAL_RANK (torchrun's variables); a single process without them.
+
+    Raises ValueError when they are not integers or are inconsistent (e.g. RANK >= WORLD_SIZE),
+    which would otherwise leave work undone or done twice.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        rank = int(environ.get("RANK", "0"))
+        world_size = int(environ.get("WORLD_SIZE", "1"))
+        local_rank = int(environ.get("LOCAL_RANK", "0"))
+    except ValueError as error:
+        raise ValueError(
+            f"RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them): {error}"
+        ) from error
+    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+        raise ValueError(
+            f"Inconsistent torchrun variables RANK={rank} WORLD_SIZE={world_size} "
+            f"LOCAL_RANK={local_rank}: RANK must be in [0, WORLD_SIZE). Launch with torchrun, "
+            "or unset them for a single-process run."
+        )
+    return RankInfo(rank, world_size, local_rank)

@@ -39,7 +39,7 @@ def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_encoder(tiny_encoder_dir: Path):
     """The tiny encoder loaded through histo_encoders.load (eval mode, CPU)."""
-    from histo_encoders.build import load
+    from histo_encoders.encoders.load import load
 
     return load(tiny_encoder_dir)
 
@@ -47,7 +47,7 @@ def tiny_encoder(tiny_encoder_dir: Path):
 @pytest.fixture(scope="session")
 def synthetic_slides(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSet:
     """Slides written once per session; tests copy them if they need to change them."""
-    from histo_encoders.synthetic import write_synthetic_slide
+    from histo_encoders.tools.synthetic import write_synthetic_slide
 
     folder = tmp_path_factory.mktemp("slides")
     svs = write_synthetic_slide(folder / "alpha.svs", width=1024, height=768, mpp=0.5)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from histo_encoders.build import build_model
-from histo_encoders.publish import export_encoder
-from histo_encoders.registry import EncoderConfig
+from histo_encoders.encoders.config import EncoderConfig
+from histo_encoders.encoders.load import build_model
+from histo_encoders.encoders.publish import export_encoder
 
 TINY = EncoderConfig(
     name="tiny-test",

@@ -81,14 +81,14 @@ def export_checkpoint(
     ``name`` defaults to the run folder's name. Raises FileNotFoundError, CorruptWeightsError,
     CheckpointLayoutError, WeightsMismatchError (from the strict load), or FileExistsError.
     """
-    from histo_encoders.publish import config_from_training_meta, export_encoder
+    from histo_encoders.encoders import config_from_meta, export_encoder
 
     path = find_checkpoint(run_or_checkpoint)
     saved = load_checkpoint(path)
     state_dict = query_backbone_state_dict(saved["model"])
     _check_same_as_stored(state_dict, saved["encoder_state_dict"], path)
     meta = saved["encoder_meta"]
-    config = config_from_training_meta(name or path.parent.name, meta)
+    config = config_from_meta(name or path.parent.name, meta)
     return export_encoder(
         out_dir, state_dict, config, card_notes=meta.get("card_notes", ""), overwrite=overwrite
     )

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from histo_encoders.batch import collect_slides, embed_slides
-from histo_encoders.embed import EmbedOptions
+from histo_encoders.pipeline import EmbedOptions, collect_slides, embed_slides
 
 from .mil.benchmark import print_outputs, run_models, write_outputs
 from .mil.cli import add_benchmark_arguments, options_by_model, protocol_options, train_options

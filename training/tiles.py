@@ -132,19 +132,14 @@ def build_index(slide_paths: Sequence[Path], options: TileIndexOptions) -> TileI
 
 
 def _plan_slide(path: Path, options: TileIndexOptions) -> Any:
-    from histo_encoders.slide import open_slide
-    from histo_encoders.tiling import plan_tiles
-    from histo_encoders.tissue import TissueSettings, detect_tissue
+    # The library's own planning, so pretraining tiles a slide exactly as `embed` does.
+    from histo_encoders.slides import TissueSettings, plan_slide
 
-    with open_slide(path, mpp=options.slide_mpp) as slide:
-        mask = detect_tissue(slide, TissueSettings(min_tissue=options.min_tissue))
-        return plan_tiles(
-            slide.info,
-            options.mpp,
-            options.tile_size,
-            tissue_mask=mask,
-            min_tissue=options.min_tissue,
-        )
+    tissue = TissueSettings(min_tissue=options.min_tissue)
+    plan = plan_slide(
+        path, options.mpp, options.tile_size, tissue=tissue, slide_mpp=options.slide_mpp
+    )
+    return plan.grid
 
 
 def _subsample(coords: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
@@ -239,9 +234,8 @@ class SlideTileDataset(Dataset):
 
 
 def _open_reader(index: TileIndex, slide_id: int, starts: np.ndarray, slide_mpp: float | None):
-    from histo_encoders.readers.openslide_reader import OpenSlideReader
-    from histo_encoders.slide import open_slide
-    from histo_encoders.tiling import TileGrid
+    from histo_encoders.readers import OpenSlideReader
+    from histo_encoders.slides import TileGrid, open_slide
 
     path = index.slide_paths[slide_id]
     end = starts[slide_id + 1] if slide_id + 1 < len(starts) else len(index)

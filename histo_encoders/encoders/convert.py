@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from histo_encoders.encoders.config import EncoderConfig
+from histo_encoders.encoders.publish import export_encoder
 from histo_encoders.errors import CheckpointLayoutError
-from histo_encoders.publish import export_encoder
-from histo_encoders.registry import EncoderConfig
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from histo_encoders.encoders.config import EncoderConfig
 from histo_encoders.errors import ConfigError
-from histo_encoders.registry import EncoderConfig
 
 METADATA_KEY = "histo_encoders"
 FORMAT_VERSION = 1

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from histo_encoders import env
+from histo_encoders.atomic import atomic_write_text
 from histo_encoders.errors import ChecksumMismatchError, WeightsUnavailableError
 
 HUB_PREFIX = "hf-hub:"
@@ -134,8 +133,5 @@ def _read_known_hashes() -> dict[str, str]:
 def _write_known_hashes(known: dict[str, str]) -> None:
     path = _known_hashes_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside and rename, so a crash never leaves a half-written record to trust later.
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".known_hashes.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(known, out, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    # Written beside and renamed: a crash never leaves a half-written record to trust later.
+    atomic_write_text(path, json.dumps(known, indent=1, sort_keys=True))

@@ -6,15 +6,19 @@ that hands back a model with random or partial weights.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from histo_encoders import hub, hub_format
+from histo_encoders.encoders import folder as folder_format
+from histo_encoders.encoders import hub
+from histo_encoders.encoders.config import EncoderConfig
+from histo_encoders.encoders.registry import get_config, is_registered, suggest
 from histo_encoders.errors import (
     ConfigError,
     CorruptWeightsError,
@@ -22,7 +26,6 @@ from histo_encoders.errors import (
     UnknownEncoderError,
     WeightsMismatchError,
 )
-from histo_encoders.registry import EncoderConfig, get_config, is_registered, suggest
 
 # The only keys a checkpoint may have that our pooled-feature model lacks: a classification
 # head (timm's ImageNet weights carry one). Anything else is a mismatch.
@@ -30,12 +33,36 @@ _DROPPABLE_HEAD = frozenset({"fc.weight", "fc.bias"})
 
 
 @dataclass(frozen=True)
+class EncoderProvenance:
+    """Where a loaded encoder's weights came from and how they were checked.
+
+    ``source`` is "hub" or "local"; ``revision`` is what was asked for and ``commit`` the hub
+    commit it resolved to; ``sha256_checked_against`` names what vouched for ``weights_sha256``
+    (the registry record, a config.json, the hash recorded at first download, or nothing).
+    """
+
+    encoder: str
+    source: Literal["hub", "local"]
+    hub_id: str | None
+    revision: str | None
+    commit: str | None
+    weights_sha256: str
+    sha256_checked_against: str
+    weights_path: str
+    dropped_keys: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (lists for tuples), for JSON and HDF5 attributes."""
+        return {**dataclasses.asdict(self), "dropped_keys": list(self.dropped_keys)}
+
+
+@dataclass(frozen=True)
 class FetchedEncoder:
-    """Verified local weights and the record describing them."""
+    """Verified local weights, the record describing them and where they came from."""
 
     config: EncoderConfig
     weights_path: Path
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: EncoderProvenance
 
 
 def load(
@@ -51,7 +78,8 @@ def load(
     its ``config.json``. ``revision`` overrides the pinned hub commit.
 
     The model carries ``pretrained_cfg`` (so ``timm.data.resolve_model_data_config`` gives the
-    right preprocessing), ``histo_config`` (the EncoderConfig) and ``histo_provenance``.
+    right preprocessing), ``histo_config`` (the EncoderConfig) and ``histo_provenance`` (an
+    :class:`EncoderProvenance`).
 
     Raises UnknownEncoderError, EncoderNotPublishedError, WeightsUnavailableError,
     ChecksumMismatchError, CorruptWeightsError, WeightsMismatchError or ConfigError.
@@ -60,7 +88,9 @@ def load(
     model = build_model(fetched.config)
     dropped = load_weights_strictly(model, read_weights(fetched.weights_path), fetched.config)
     model.histo_config = fetched.config
-    model.histo_provenance = {**fetched.provenance, "dropped_keys": sorted(dropped)}
+    model.histo_provenance = dataclasses.replace(
+        fetched.provenance, dropped_keys=tuple(sorted(dropped))
+    )
     model.eval()
     if device is not None:
         model.to(device)
@@ -93,8 +123,8 @@ def _fetch_registered(config: EncoderConfig, revision: str | None) -> FetchedEnc
     # The record's hash vouches only for the commit it was pinned with.
     pinned = config.sha256 if ref.revision == config.revision else None
     weights = hub.download(ref, hub.WEIGHTS_NAME)
-    provenance = _verify_hub_weights(weights, ref, pinned, "the registry record")
-    return FetchedEncoder(config, weights, {"encoder": config.name, **provenance})
+    provenance = _verify_hub_weights(config.name, weights, ref, pinned, "the registry record")
+    return FetchedEncoder(config, weights, provenance)
 
 
 def _fetch_hub_id(ref: hub.HubRef, revision: str | None) -> FetchedEncoder:
@@ -102,15 +132,17 @@ def _fetch_hub_id(ref: hub.HubRef, revision: str | None) -> FetchedEncoder:
         raise ValueError(f"two revisions given: {ref} and revision={revision!r}; give one")
     ref = hub.HubRef(ref.repo_id, revision or ref.revision)
     document = _read_json(hub.download(ref, hub.CONFIG_NAME))
-    config = hub_format.from_config_json(document, default_name=ref.repo_id)
+    config = folder_format.from_config_json(document, default_name=ref.repo_id)
     weights = hub.download(ref, hub.WEIGHTS_NAME)
-    provenance = _verify_hub_weights(weights, ref, config.sha256, f"config.json of {ref}")
-    return FetchedEncoder(config, weights, {"encoder": config.name, **provenance})
+    provenance = _verify_hub_weights(
+        config.name, weights, ref, config.sha256, f"config.json of {ref}"
+    )
+    return FetchedEncoder(config, weights, provenance)
 
 
 def _verify_hub_weights(
-    weights: Path, ref: hub.HubRef, expected: str | None, source: str
-) -> dict[str, Any]:
+    name: str, weights: Path, ref: hub.HubRef, expected: str | None, source: str
+) -> EncoderProvenance:
     commit = hub.commit_of(weights)
     if expected:
         sha256 = hub.verify_file(weights, expected, source)
@@ -119,15 +151,16 @@ def _verify_hub_weights(
         key = f"{ref.repo_id}@{commit or ref.revision or 'main'}/{hub.WEIGHTS_NAME}"
         sha256 = hub.verify_first_seen(weights, key)
         checked = "the hash recorded at first download"
-    return {
-        "source": "hub",
-        "hub_id": ref.repo_id,
-        "revision": ref.revision,
-        "commit": commit,
-        "weights_sha256": sha256,
-        "sha256_checked_against": checked,
-        "weights_path": str(weights),
-    }
+    return EncoderProvenance(
+        encoder=name,
+        source="hub",
+        hub_id=ref.repo_id,
+        revision=ref.revision,
+        commit=commit,
+        weights_sha256=sha256,
+        sha256_checked_against=checked,
+        weights_path=str(weights),
+    )
 
 
 def _fetch_local(path: Path) -> FetchedEncoder:
@@ -140,22 +173,22 @@ def _fetch_local(path: Path) -> FetchedEncoder:
         )
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: expected the weights as model.safetensors")
-    config = hub_format.from_config_json(_read_json(config_path), default_name=folder.name)
+    config = folder_format.from_config_json(_read_json(config_path), default_name=folder.name)
     if config.sha256:
         sha256 = hub.verify_file(weights, config.sha256, str(config_path))
         checked = str(config_path)
     else:
         sha256, checked = hub.sha256_file(weights), "nothing (no hash in config.json)"
-    provenance = {
-        "encoder": config.name,
-        "source": "local",
-        "hub_id": config.hub_id,
-        "revision": None,
-        "commit": None,
-        "weights_sha256": sha256,
-        "sha256_checked_against": checked,
-        "weights_path": str(weights.resolve()),
-    }
+    provenance = EncoderProvenance(
+        encoder=config.name,
+        source="local",
+        hub_id=config.hub_id,
+        revision=None,
+        commit=None,
+        weights_sha256=sha256,
+        sha256_checked_against=checked,
+        weights_path=str(weights.resolve()),
+    )
     return FetchedEncoder(config, weights, provenance)
 
 
@@ -178,7 +211,7 @@ def build_model(config: EncoderConfig) -> torch.nn.Module:
             f"{config.architecture} with {dict(config.model_args)} has {model.num_features} "
             f"features, but the record of {config.name!r} says {config.num_features}"
         )
-    cfg = hub_format.pretrained_cfg(config, source="histo-encoders")
+    cfg = folder_format.pretrained_cfg(config, source="histo-encoders")
     model.pretrained_cfg = cfg
     model.default_cfg = cfg
     return model

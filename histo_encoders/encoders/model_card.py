@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from histo_encoders.registry import EncoderConfig
+from histo_encoders.encoders.config import EncoderConfig
 
 # Licence ids the hub knows; anything else is written as `other` with its name.
 _HUB_LICENSES = {

@@ -3,27 +3,39 @@
 The folder is what ``histo_encoders.load(folder)`` and plain ``timm.create_model("hf-hub:...")``
 both read: config.json (every pretrained_cfg field plus our metadata), model.safetensors, and a
 README.md model card. It is assembled in a temporary folder and renamed into place, so a crash
-never leaves a folder that looks finished.
+never leaves a folder that looks finished, and ``overwrite`` replaces only an encoder folder.
+
+Trained encoders travel in an *encoder checkpoint*: any ``torch.save`` dict that holds
+``encoder_state_dict`` (the backbone under timm names) and ``encoder_meta`` (the record's facts:
+architecture, model_args, num_features, tile_size, mpp, mean, std; optionally training_data,
+ssl_method, license, citation, description and card_notes). That is this library's format;
+``training/`` writes it beside its own state, and ``histo-encoders publish`` reads only it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from histo_encoders import hub
-from histo_encoders.build import build_model, load_weights_strictly
+from histo_encoders.atomic import staging_folder, swap_in_folder
+from histo_encoders.encoders import hub
+from histo_encoders.encoders.config import EncoderConfig
+from histo_encoders.encoders.folder import to_config_json
+from histo_encoders.encoders.load import build_model, load_weights_strictly
+from histo_encoders.encoders.model_card import render_card
+from histo_encoders.encoders.registry import get_config, is_registered
 from histo_encoders.errors import CheckpointLayoutError
-from histo_encoders.hub_format import to_config_json
-from histo_encoders.model_card import render_card
-from histo_encoders.registry import EncoderConfig, get_config, is_registered
+
+ENCODER_WEIGHTS_KEY = "encoder_state_dict"
+ENCODER_META_KEY = "encoder_meta"
+CARD_NAME = "README.md"
+# What an encoder folder holds: `overwrite` replaces a folder only when it holds these and no more.
+FOLDER_FILES = frozenset({hub.CONFIG_NAME, hub.WEIGHTS_NAME, CARD_NAME})
 
 
 def export_encoder(
@@ -38,24 +50,39 @@ def export_encoder(
 
     The weights must fit ``config.architecture`` exactly (only a classification head may be
     dropped): they are loaded strictly into the architecture before anything is written.
-    Raises WeightsMismatchError, or FileExistsError when ``out_dir`` exists and not ``overwrite``.
+    Raises WeightsMismatchError; FileExistsError when ``out_dir`` exists and not ``overwrite``,
+    or when it is not an encoder folder (``overwrite`` never deletes anything else).
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists: choose another --out or pass overwrite=True")
+    _check_replaceable(out, overwrite)
     model = build_model(config)
     load_weights_strictly(model, dict(state_dict), config)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    with staging_folder(out) as staging:
         _write_folder(staging, state, config, card_notes)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        swap_in_folder(staging, out)
     return out
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out} exists: choose another --out, or pass --overwrite to replace it"
+        )
+    contents = {entry.name for entry in out.iterdir()} if out.is_dir() else None
+    if (
+        contents is None
+        or not contents
+        or not contents <= FOLDER_FILES
+        or hub.CONFIG_NAME not in contents
+    ):
+        raise FileExistsError(
+            f"{out} is not an encoder folder (it should hold only {sorted(FOLDER_FILES)}), so "
+            "--overwrite will not replace it: choose another --out, or move that folder away."
+        )
 
 
 def _write_folder(
@@ -69,7 +96,7 @@ def _write_folder(
     document = to_config_json(config, weights_sha256=sha256)
     (folder / hub.CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     card = render_card(config, weights_sha256=sha256, notes=notes)
-    (folder / "README.md").write_text(card, encoding="utf-8")
+    (folder / CARD_NAME).write_text(card, encoding="utf-8")
 
 
 def publish_checkpoint(
@@ -79,28 +106,43 @@ def publish_checkpoint(
     name: str,
     overwrite: bool = False,
 ) -> Path:
-    """Export a training checkpoint (``training/`` writes ``encoder_state_dict`` and
-    ``encoder_meta`` into it) as an encoder folder named ``name``.
+    """Export an encoder checkpoint (see the module docstring) as an encoder folder ``name``.
 
     A registered ``name`` keeps its record (hub id, citation, licence) with the checkpoint's
     training conditions applied, and is marked published. Raises CheckpointLayoutError when
-    the checkpoint lacks those keys.
+    the file is not an encoder checkpoint.
     """
-    payload = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "encoder_state_dict" not in payload:
-        raise CheckpointLayoutError(
-            f"{checkpoint} has no 'encoder_state_dict': it is not a checkpoint written by "
-            "training/. For other checkpoints use `histo-encoders convert`."
-        )
-    meta: dict[str, Any] = dict(payload.get("encoder_meta") or {})
-    config = config_from_training_meta(name, meta)
+    state_dict, meta = read_encoder_checkpoint(checkpoint)
+    config = config_from_meta(name, meta)
     notes = meta.get("card_notes", "")
-    return export_encoder(
-        out_dir, payload["encoder_state_dict"], config, card_notes=notes, overwrite=overwrite
-    )
+    return export_encoder(out_dir, state_dict, config, card_notes=notes, overwrite=overwrite)
 
 
-def config_from_training_meta(name: str, meta: Mapping[str, Any]) -> EncoderConfig:
+def read_encoder_checkpoint(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(encoder_state_dict, encoder_meta)`` from an encoder checkpoint, read with
+    ``weights_only=True``. Raises CheckpointLayoutError for any other file."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        raise CheckpointLayoutError(f"cannot read {path} as a torch checkpoint: {error}") from error
+    if not isinstance(payload, Mapping) or ENCODER_WEIGHTS_KEY not in payload:
+        raise CheckpointLayoutError(
+            f"{path} has no {ENCODER_WEIGHTS_KEY!r}: it is not an encoder checkpoint (written "
+            "by training/). For other checkpoints use `histo-encoders convert`."
+        )
+    return dict(payload[ENCODER_WEIGHTS_KEY]), dict(payload.get(ENCODER_META_KEY) or {})
+
+
+def encoder_checkpoint_entries(
+    state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The two entries that make any checkpoint dict an encoder checkpoint."""
+    return {ENCODER_WEIGHTS_KEY: dict(state_dict), ENCODER_META_KEY: dict(meta)}
+
+
+def config_from_meta(name: str, meta: Mapping[str, Any]) -> EncoderConfig:
     """EncoderConfig for a trained encoder: the registered record if any, updated from ``meta``."""
     facts = ("architecture", "model_args", "num_features", "tile_size", "mpp", "mean", "std")
     fields = {key: meta[key] for key in (*facts, "training_data", "ssl_method") if key in meta}

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from histo_encoders.registry import EncoderConfig, get_config
+from histo_encoders.encoders.config import EncoderConfig
+from histo_encoders.encoders.registry import get_config
 
 
 def data_config(model_or_name: torch.nn.Module | str | EncoderConfig) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def data_config(model_or_name: torch.nn.Module | str | EncoderConfig) -> dict[st
     config = (
         model_or_name if isinstance(model_or_name, EncoderConfig) else get_config(model_or_name)
     )
-    from histo_encoders.hub_format import pretrained_cfg
+    from histo_encoders.encoders.folder import pretrained_cfg
 
     return timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg(config))
 

@@ -8,58 +8,37 @@ belongs to exactly one rank. Each rank runs on ``cuda:LOCAL_RANK`` when GPUs are
 At the end ranks wait for each other (a CPU "gloo" group, joined through the address torchrun
 provides) and agree on the exit status: torchrun stops every other rank as soon as one exits with
 an error, so a rank that merely reports a failed slide must not exit before the others finish.
+``embed_slides`` runs that whole lifecycle (:func:`rank_group`), for the command line and for
+Python callers alike.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
+
+from histo_encoders.env import RankInfo, torchrun_ranks
 
 SlideT = TypeVar("SlideT", str, Path)
 # Ranks finish hours apart on uneven slide sets: the final wait must not time out before that.
 _WAIT_FOR_OTHER_RANKS = timedelta(days=7)
 
 
-@dataclass(frozen=True)
-class RankInfo:
-    """This process's place in a torchrun job (rank 0 of 1 when not launched by torchrun)."""
+__all__ = [
+    "RankInfo",
+    "join_ranks",
+    "leave_ranks",
+    "rank_group",
+    "rank_info",
+    "shard_slides",
+    "total_over_ranks",
+]
 
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_distributed(self) -> bool:
-        """True when more than one process shares the work."""
-        return self.world_size > 1
-
-
-def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo:
-    """Read RANK, WORLD_SIZE and LOCAL_RANK (torchrun's variables); defaults to a single process.
-
-    Raises ValueError when they are inconsistent (e.g. RANK >= WORLD_SIZE), which would
-    otherwise leave slides unprocessed or processed twice.
-    """
-    environ = os.environ if environ is None else environ
-    try:
-        rank = int(environ.get("RANK", "0"))
-        world_size = int(environ.get("WORLD_SIZE", "1"))
-        local_rank = int(environ.get("LOCAL_RANK", "0"))
-    except ValueError as error:
-        raise ValueError(
-            f"RANK/WORLD_SIZE/LOCAL_RANK must be integers (as torchrun sets them): {error}"
-        ) from error
-    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
-        raise ValueError(
-            f"Inconsistent torchrun variables RANK={rank} WORLD_SIZE={world_size} "
-            f"LOCAL_RANK={local_rank}: RANK must be in [0, WORLD_SIZE). Launch with torchrun, "
-            "or unset them for a single-process run."
-        )
-    return RankInfo(rank, world_size, local_rank)
+# torchrun's variables are parsed in one place, histo_encoders.env.
+rank_info = torchrun_ranks
 
 
 def shard_slides(slides: Sequence[SlideT], rank: int, world_size: int) -> list[SlideT]:
@@ -111,3 +90,13 @@ def leave_ranks(created: bool) -> None:
 
     if created and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def rank_group(ranks: RankInfo) -> Iterator[None]:
+    """Join torchrun's job for the duration of the block (nothing for a single process)."""
+    created = join_ranks(ranks)
+    try:
+        yield
+    finally:
+        leave_ranks(created)

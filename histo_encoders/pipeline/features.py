@@ -8,16 +8,15 @@ Layout (the names CLAM- and TRIDENT-style readers expect):
 - root attributes: provenance (encoder, weights, versions, resolution, tissue settings, reader,
   slide file), the ``settings_fingerprint`` a resumed run compares, and ``complete=True`` last.
 
-A file is written as ``<name>.h5.partial`` in the same folder, flushed, fsync'd and renamed, so a
-run killed part-way never leaves a file that looks finished; resume trusts only a file that is
-complete *and* was written with the same settings.
+A file is written under a temporary name unique to its writer (:mod:`histo_encoders.atomic`),
+flushed, fsync'd and renamed, so a run killed part-way never leaves a file that looks finished;
+resume trusts only a file that is complete *and* was written with the same settings (the
+fingerprint comes from :mod:`.provenance`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,28 +24,16 @@ from typing import Any
 import h5py
 import numpy as np
 
+from histo_encoders.atomic import atomic_write
 from histo_encoders.errors import FeatureFileError
 
-FORMAT_VERSION = 1
-PARTIAL_SUFFIX = ".partial"
+FORMAT_VERSION = 1  # bumped when the layout or the meaning of the attributes changes
 FINGERPRINT_ATTR = "settings_fingerprint"
 COMPLETE_ATTR = "complete"
 # Attributes HDF5 cannot hold natively (None, dicts, lists) are stored as JSON text; this
 # attribute lists their names so read_features() gives back the original values.
 _JSON_KEYS_ATTR = "json_attrs"
 _RESERVED = (COMPLETE_ATTR, _JSON_KEYS_ATTR, "format_version")
-
-
-def settings_fingerprint(settings: Mapping[str, Any]) -> str:
-    """Return a sha256 hex digest of ``settings`` (JSON-able), independent of key order."""
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def partial_path(path: str | Path) -> Path:
-    """The temporary name a feature file is written under before it is renamed into place."""
-    path = Path(path)
-    return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
 def write_features(
@@ -61,28 +48,19 @@ def write_features(
     appears under its final name once fully written and synced. Returns the final path.
 
     Raises ValueError for inconsistent shapes or non-finite features, FeatureFileError when the
-    file cannot be written (the partial file is removed).
+    file cannot be written (the temporary file is removed).
     """
     path = Path(path)
     features, coords = _checked_arrays(features, coords)
     if FINGERPRINT_ATTR not in attrs:
         raise ValueError(f"attrs must include {FINGERPRINT_ATTR!r} so that resume can trust it")
-    temporary = partial_path(path)
     try:
-        _write_h5(temporary, features, coords, attrs)
-        _fsync_file(temporary)
-        os.replace(temporary, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda temporary: _write_h5(temporary, features, coords, attrs))
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise FeatureFileError(
             f"Could not write feature file {path}: {error}. Check that the output folder exists, "
             "is writable and has free space."
         ) from error
-    except BaseException:
-        # An interrupted write must not leave a half file behind under any name a reader uses.
-        temporary.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -205,17 +183,3 @@ def _as_str(value: Any) -> Any:
 def _plain(value: Any) -> Any:
     """numpy scalars as Python scalars, so attrs compare and serialise like ordinary values."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself must reach the disk, or a crash can bring back the old directory entry.
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

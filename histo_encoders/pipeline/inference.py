@@ -1,25 +1,27 @@
-"""Running an encoder on batches of uint8 tiles: device, precision, on-device normalization.
+"""Running an encoder on batches of tiles: device, precision, normalization.
 
-Tiles travel from the readers as uint8 (a quarter of float32's bytes); they are copied to the
-device as they are and converted there: uint8 -> float, /255, (x - mean) / std with the mean and
-std the *weights* expect (taken from ``model.histo_config``, else from timm's ``pretrained_cfg``,
-never defaulted). On CUDA the copy is non-blocking from pinned memory, the model runs in
-channels_last under bf16 autocast, and ``torch.compile`` is optional.
+A :class:`TileBatch` holds either uint8 tiles or tiles already normalized by the reader that cut
+them (the TIFF reader does it in its threads on the CPU, where that is the fast path). uint8
+tiles travel to the device as they are (a quarter of float32's bytes) and are converted there:
+/255, (x - mean) / std with the mean and std the *weights* expect (taken from
+``model.histo_config``, else from timm's ``pretrained_cfg``, never defaulted). On CUDA the copy
+is non-blocking from pinned memory, the model runs in channels_last under bf16 autocast, and
+``torch.compile`` is optional.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from histo_encoders.encoders import EncoderProvenance, normalize_batch
 from histo_encoders.errors import ConfigError, DeviceUnavailableError
-from histo_encoders.transforms import normalize_batch
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -37,7 +39,20 @@ class EncoderSpec:
     hub_id: str | None = None
     revision: str | None = None
     weights_sha256: str | None = None
-    provenance: Mapping[str, Any] = field(default_factory=dict)
+    provenance: EncoderProvenance | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class TileBatch:
+    """Tiles on their way to the model: ``rows`` of the output they fill, and ``tiles``
+    (B, t, t, 3), uint8 RGB, or float32 already normalized when ``normalized``."""
+
+    rows: np.ndarray
+    tiles: torch.Tensor
+    normalized: bool = False
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def resolve_device(device: str = "auto", *, local_rank: int = 0) -> torch.device:
@@ -80,8 +95,10 @@ def _cpu() -> torch.device:
 def resolve_precision(precision: str, device: torch.device) -> Literal["fp32", "bf16"]:
     """Resolve "auto": bf16 autocast on a GPU that supports it, fp32 on the CPU.
 
-    On the CPU bf16 autocast is slower than fp32 for ResNets (REFERENCE.md §6), so "auto"
-    does not choose it there; asking for "bf16" explicitly still gets it.
+    On the CPU bf16 autocast is slower than fp32 for ResNets (timm resnet50 measured on a
+    2-core x86 VM: ~7 tiles/s fp32, ~1.5 under bf16 autocast), so "auto" does not choose it
+    there; asking for "bf16" explicitly still gets it. This is the one precision rule of the
+    package: training resolves its precision here too.
     """
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
@@ -99,26 +116,27 @@ def encoder_spec(model: torch.nn.Module) -> EncoderSpec:
     ``pretrained_cfg`` with ``mean`` and ``std``. Raises ConfigError when the normalization or
     the feature width cannot be found, rather than guessing ImageNet's.
     """
-    provenance = dict(getattr(model, "histo_provenance", None) or {})
+    # Set by histo_encoders.load(); any other module simply lacks them (not an error).
+    provenance: EncoderProvenance | None = getattr(model, "histo_provenance", None)
     config = getattr(model, "histo_config", None)
-    if config is not None:
-        return EncoderSpec(
-            name=config.name,
-            num_features=int(config.num_features),
-            tile_size=int(config.tile_size),
-            mpp=None if config.mpp is None else float(config.mpp),
-            mean=_triple(config.mean),
-            std=_triple(config.std),
-            hub_id=provenance.get("hub_id") or config.hub_id,
-            # The commit the weights were resolved to beats the revision that was asked for.
-            revision=provenance.get("commit") or provenance.get("revision") or config.revision,
-            weights_sha256=provenance.get("weights_sha256") or config.sha256,
-            provenance=provenance,
-        )
-    return _spec_from_pretrained_cfg(model, provenance)
+    if config is None:
+        return _spec_from_pretrained_cfg(model)
+    return EncoderSpec(
+        name=config.name,
+        num_features=int(config.num_features),
+        tile_size=int(config.tile_size),
+        mpp=None if config.mpp is None else float(config.mpp),
+        mean=_triple(config.mean),
+        std=_triple(config.std),
+        hub_id=(provenance and provenance.hub_id) or config.hub_id,
+        # The commit the weights were resolved to beats the revision that was asked for.
+        revision=(provenance and (provenance.commit or provenance.revision)) or config.revision,
+        weights_sha256=(provenance and provenance.weights_sha256) or config.sha256,
+        provenance=provenance,
+    )
 
 
-def _spec_from_pretrained_cfg(model: torch.nn.Module, provenance: dict) -> EncoderSpec:
+def _spec_from_pretrained_cfg(model: torch.nn.Module) -> EncoderSpec:
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     if "mean" not in cfg or "std" not in cfg:
         raise ConfigError(
@@ -141,7 +159,6 @@ def _spec_from_pretrained_cfg(model: torch.nn.Module, provenance: dict) -> Encod
         mean=_triple(cfg["mean"]),
         std=_triple(cfg["std"]),
         hub_id=cfg.get("hf_hub_id"),
-        provenance=provenance,
     )
 
 
@@ -199,17 +216,33 @@ class PreparedEncoder:
 
     def normalize(self, tiles: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 on any device -> (B, 3, H, W) float32 normalized on the device."""
-        x = tiles.to(self.device, non_blocking=True)
-        return normalize_batch(x, self.spec.mean, self.spec.std, channels_last=self.channels_last)
+        return model_input(
+            TileBatch(np.arange(len(tiles)), tiles),
+            self.device,
+            self.spec.mean,
+            self.spec.std,
+            channels_last=self.channels_last,
+        )
 
-    @torch.inference_mode()
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         """Features (B, D) float32 on the device for a (B, H, W, 3) uint8 batch."""
+        return self.features(TileBatch(np.arange(len(tiles)), tiles))
+
+    @torch.inference_mode()
+    def features(self, batch: TileBatch) -> torch.Tensor:
+        """Features (B, D) float32 on the device for a batch, normalized or uint8."""
+        tiles = batch.tiles
         count = tiles.shape[0]
         if self._pad_to is not None and count < self._pad_to:
             padding = tiles.new_zeros((self._pad_to - count, *tiles.shape[1:]))
             tiles = torch.cat([tiles, padding])
-        x = self.normalize(tiles)
+        x = model_input(
+            TileBatch(batch.rows, tiles, batch.normalized),
+            self.device,
+            self.spec.mean,
+            self.spec.std,
+            channels_last=self.channels_last,
+        )
         copied = self._record_copy()
         with self._autocast():
             features = self._forward(x)
@@ -230,6 +263,26 @@ class PreparedEncoder:
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def model_input(
+    batch: TileBatch,
+    device: torch.device,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    channels_last: bool = True,
+) -> torch.Tensor:
+    """A batch as the model takes it: (B, 3, t, t) float32 normalized, on ``device``.
+
+    Tiles the reader already normalized are only moved and viewed as NCHW (channels_last is
+    then their memory layout as is); uint8 tiles are normalized on the device.
+    """
+    x = batch.tiles.to(device, non_blocking=True)
+    if not batch.normalized:
+        return normalize_batch(x, mean, std, channels_last=channels_last)
+    x = x.permute(0, 3, 1, 2)
+    return x if channels_last else x.contiguous()
 
 
 def to_numpy_features(features: torch.Tensor) -> np.ndarray:

@@ -11,8 +11,8 @@ would misread (RGB-coded Aperio JPEG) is decoded on the CPU with the reason in `
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -72,10 +72,24 @@ def paste_regions(
                 regions[slot, :, rows, columns] = tile[:, tile_rows, tile_columns]
 
 
+class StoredTileSource(Protocol):
+    """What the GPU path needs of the TIFF reader (its declared interface, nothing private)."""
+
+    path: str
+    level: Any
+    grid: Any
+    options: Any
+    stats: Any
+
+    def read_stored_bytes(self, tile_indices: Sequence[int]) -> list[bytes | None]: ...
+
+    def decode_stored_tiles(self, tile_indices: Sequence[int]) -> list[np.ndarray | None]: ...
+
+
 class GpuTileSupply:
     """Streams a TIFF reader's tiles with decoding (JPEG) and cut/resize on a CUDA device."""
 
-    def __init__(self, reader: Any, decode_batch: Any = None) -> None:
+    def __init__(self, reader: StoredTileSource, decode_batch: Any = None) -> None:
         self._reader = reader
         self._level = reader.level
         self.device = torch.device(reader.options.device)
@@ -122,7 +136,7 @@ class GpuTileSupply:
         stats.stored_tiles_decoded += len(tile_indices)
         if self._cpu_reason is not None:
             return dict(zip(tile_indices, self._cpu_decode(tile_indices), strict=True))
-        data = list(reader._pool.map(reader._source.read, tile_indices))
+        data = reader.read_stored_bytes(tile_indices)
         decoded: dict[int, torch.Tensor | None] = {}
         batch = []
         for tile_index, tile_data in zip(tile_indices, data, strict=True):
@@ -168,7 +182,7 @@ class GpuTileSupply:
         decoded[tile_index] = self._cpu_decode([tile_index])[0]
 
     def _cpu_decode(self, tile_indices: list[int]) -> list[torch.Tensor | None]:
-        arrays = self._reader._pool.map(self._reader.decode_stored_tile, tile_indices)
+        arrays = self._reader.decode_stored_tiles(tile_indices)
         return [
             None if array is None else torch.from_numpy(array).to(self.device).permute(2, 0, 1)
             for array in arrays

@@ -8,11 +8,11 @@ no GIL: one copies it out of the stored tiles, one shrinks it straight into the 
 packed to RGB or already normalized through a per-channel lookup table.
 
 The arithmetic is PIL's BOX filter for shrinks by at most 2x, as derived and checked in
-:mod:`histo_encoders.resize`: each output pixel averages one or two neighbouring input pixels
+:mod:`histo_encoders.readers.resize`: each output pixel averages one or two neighbouring input pixels
 with ``(a + b + 1) >> 1`` per byte, columns first, then rows. On RGBX pixels held as uint32 that
 rounded-up average is ``(a | b) - (((a ^ b) >> 1) & 0x7F7F7F7F)`` for all four bytes at once.
 
-Callers are :mod:`histo_encoders.resize` (shrinking), the TIFF reader (cutting) and
+Callers are :mod:`histo_encoders.readers.resize` (shrinking), the TIFF reader (cutting) and
 :mod:`histo_encoders.readers.tiff_layout` (scan checks); use their functions.
 """
 

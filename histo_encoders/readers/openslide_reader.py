@@ -13,20 +13,32 @@ from pathlib import Path
 import numpy as np
 
 from histo_encoders.errors import SlideReadError
-from histo_encoders.resize import resize_tile
-from histo_encoders.slide import Slide, SlideInfo
-from histo_encoders.tiling import TileGrid
+from histo_encoders.readers.base import ReaderReport
+from histo_encoders.readers.resize import resize_tile
+from histo_encoders.slides.slide import Slide, SlideInfo
+from histo_encoders.slides.tiling import TileGrid
 
 
 class OpenSlideReader:
-    """Tile reader over :class:`~histo_encoders.slide.Slide`; picklable, opens lazily."""
+    """Tile reader over :class:`~histo_encoders.slides.slide.Slide`; picklable, opens lazily."""
 
-    def __init__(self, path: str | Path, info: SlideInfo, grid: TileGrid) -> None:
+    streams = False  # read by worker processes, a batch at a time, through read_tiles
+
+    def __init__(
+        self, path: str | Path, info: SlideInfo, grid: TileGrid, *, selection: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.info = info
         self.grid = grid
+        self.selection = selection
         self.name = "openslide" if info.backend == "openslide" else "image"
         self._slide: Slide | None = None
+
+    def describe(self) -> ReaderReport:
+        """Provenance: ``read_region`` per tile at the grid's level, and why this reader."""
+        return ReaderReport(
+            self.name, f"{self.name}:read_region", self.selection, {"level": self.grid.level}
+        )
 
     def __getstate__(self) -> dict:
         # An open OpenSlide handle cannot cross a process boundary: the worker opens its own.

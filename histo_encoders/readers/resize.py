@@ -35,7 +35,7 @@ def resize_tile(region: np.ndarray, size: int) -> np.ndarray:
 # equal weights, in fixed point: one pixel is kept as is, two give (a + b + 1) >> 1, columns
 # first, rounded to whole grey levels, then rows. Which pixels form each run is worked out the
 # way PIL does it (same double arithmetic) and the compiled loops in
-# :mod:`histo_encoders.kernels` are checked against PIL itself once per pair of sizes;
+# :mod:`histo_encoders.readers.kernels` are checked against PIL itself once per pair of sizes;
 # other shrinks go through PIL, one region at a time.
 
 
@@ -56,7 +56,7 @@ def shrink_rgbx(
     # the compiled loop then only packs or normalizes them.
     rows, columns = pair_runs(height, size), pair_runs(width, size)
     if rows is not None and columns is not None:
-        from histo_encoders import kernels  # numba: loaded with the first shrink
+        from histo_encoders.readers import kernels  # numba: loaded with the first shrink
 
         pixels = np.ascontiguousarray(regions).view(np.uint32)[..., 0]
         if table is None:
@@ -104,7 +104,7 @@ def pair_runs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray] | No
 def _agrees_with_pil(in_size: int, out_size: int, runs: tuple[np.ndarray, np.ndarray]) -> bool:
     """Whether the compiled pair averages give PIL's pixels on a random image (checked once
     per pair of sizes, on the kernel that will do the work)."""
-    from histo_encoders import kernels
+    from histo_encoders.readers import kernels
 
     rgb = np.random.default_rng(in_size * 7919 + out_size).integers(
         0, 256, (1, in_size, in_size, 3), np.uint8

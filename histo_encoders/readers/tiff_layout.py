@@ -196,7 +196,7 @@ def validate_jpeg(data: bytes) -> str | None:
     if not tail.endswith(b"\xff\xd9"):
         return "tile data is truncated (no end-of-image marker)"
     # Compiled: searching in Python holds the GIL that the decoding threads need.
-    from histo_encoders.kernels import last_scan_damage
+    from histo_encoders.readers.kernels import last_scan_damage
 
     damage = last_scan_damage(np.frombuffer(data, np.uint8))
     if damage < 0:

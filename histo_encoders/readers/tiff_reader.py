@@ -4,8 +4,8 @@ OpenSlide's ``read_region`` decodes every stored tile a region touches, for ever
 spends most of its time compositing. Here the level's raw tile bytes are read with ``pread``,
 decoded by imagecodecs (JPEG straight to 4-byte RGBX pixels by libjpeg-turbo; other codecs
 through tifffile's per-page decoder, which knows about JPEGTables, predictors) in a thread pool,
-regions are cut from the decoded tiles and shrunk with :func:`histo_encoders.resize.shrink_rgbx`,
-which gives exactly the pixels of :func:`~histo_encoders.resize.resize_tile`, the resize the
+regions are cut from the decoded tiles and shrunk with :func:`histo_encoders.readers.resize.shrink_rgbx`,
+which gives exactly the pixels of :func:`~histo_encoders.readers.resize.resize_tile`, the resize the
 OpenSlide reader uses, so both readers' pixels agree within one grey level.
 
 Output tiles are visited in the file's tile order (see :mod:`tile_plan`) and each decoded tile is
@@ -13,7 +13,7 @@ dropped once no pending output tile needs it, so memory stays bounded on any sli
 
 Throughput on few cores is decided by the GIL. Decoding (libjpeg-turbo), cutting a region out
 of the decoded tiles and shrinking it into its batch slot (compiled loops in
-:mod:`histo_encoders.kernels`) all run without it; what is left in Python is a few lines per
+:mod:`histo_encoders.readers.kernels`) all run without it; what is left in Python is a few lines per
 stored tile and per region, so two threads keep two cores busy. Each pool job takes several
 neighbouring output tiles, and stored tiles are decoded by the first job that needs them (no
 separate decode jobs to wait for). Batch and decoded-tile buffers are reused across streams
@@ -23,8 +23,6 @@ batch cost as much as decoding 60 stored tiles.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,29 +30,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import imagecodecs
 import numpy as np
 import torch
 
-from histo_encoders.errors import DeviceUnavailableError, ReaderNotApplicableError, SlideReadError
-from histo_encoders.readers.buffers import SPARE_BUFFERS, batch_array, scratch_array
-from histo_encoders.readers.tiff_layout import (
-    RawTileSource,
-    TiffLayoutError,
-    TiffLevel,
-    open_tiff_level,
-    validate_jpeg,
+from histo_encoders.env import usable_cpus
+from histo_encoders.errors import DeviceUnavailableError, ReaderNotApplicableError
+from histo_encoders.readers.base import ReaderReport
+from histo_encoders.readers.buffers import SPARE_BUFFERS, batch_array
+from histo_encoders.readers.normalize import NormalizeTable
+from histo_encoders.readers.resize import shrink_rgbx
+from histo_encoders.readers.stored_tiles import (
+    StoredTile,
+    StoredTileCache,
+    StoredTileDecoder,
+    new_region,
+    paste_region,
 )
+from histo_encoders.readers.tiff_layout import TiffLayoutError, TiffLevel, open_tiff_level
 from histo_encoders.readers.tile_plan import ReadPlan, level_positions, plan_reads
-from histo_encoders.resize import shrink_rgbx
 
-_GLASS = 255  # OpenSlide's transparent pixels (outside the level, missing tiles) read as white
 # OpenSlide vendors whose level pages are plain tile grids, checked against read_region here.
 # Others (Leica SCN, Ventana BIF, Philips, NDPI...) place, overlap or pad tiles their own way.
 VERIFIED_VENDORS = ("aperio", "generic-tiff")
 _TILES_PER_JOB = 8  # output tiles cut and resized per thread-pool job
-_USUAL_SPAN = 9  # stored tiles under one region: up to 3 x 3 when regions are under 2 tiles wide
-_ABSENT_TILE = np.zeros((1, 1), np.uint32)  # fills the tuple of tiles where there is none
 _NUMPY_DTYPES = {torch.uint8: np.uint8, torch.float32: np.float32}
 
 
@@ -74,9 +72,8 @@ class TiffReaderOptions:
     pin_memory: bool | None = None
 
     def threads(self) -> int:
-        if self.num_threads > 0:
-            return self.num_threads
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        """Threads the reader runs: ``num_threads``, or every CPU this process may use."""
+        return self.num_threads if self.num_threads > 0 else usable_cpus()
 
 
 @dataclass
@@ -92,7 +89,7 @@ class ReaderStats:
 
 
 class TiffTileReader:
-    """Reads a :class:`~histo_encoders.tiling.TileGrid`'s tiles from a TIFF slide's raw tiles.
+    """Reads a :class:`~histo_encoders.slides.tiling.TileGrid`'s tiles from a TIFF slide's raw tiles.
 
     ``read_tiles(indices)`` returns tiles in the order asked; ``iter_batches`` streams them in
     file-tile order, which is what lets each stored tile be decoded only once. Raises
@@ -101,28 +98,36 @@ class TiffTileReader:
     """
 
     name = "tiff"
+    streams = True
 
     def __init__(
-        self, path: str | Path, info: Any, grid: Any, options: TiffReaderOptions | None = None
+        self,
+        path: str | Path,
+        info: Any,
+        grid: Any,
+        options: TiffReaderOptions | None = None,
+        *,
+        selection: str | None = None,
     ):
         self.path = str(path)
         self.info = info
         self.grid = grid
         self.options = options or TiffReaderOptions()
+        self.selection = selection
         _check_device(self.options.device)
         self.stats = ReaderStats()
         _check_vendor(path, info)
         self.level = _open_level(path, info, grid.level)
         self._layout = _layout_summary(self.level)
         self._x, self._y = _grid_positions(path, info, grid)
-        self._source: RawTileSource | None = None
+        self._decoder: StoredTileDecoder | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._gpu = None
 
     def __getstate__(self) -> dict[str, Any]:
         # File handle, threads and tifffile's decoder stay behind: a worker process reopens them.
         state = self.__dict__.copy()
-        state.update(level=None, _source=None, _pool=None, _gpu=None)
+        state.update(level=None, _decoder=None, _pool=None, _gpu=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -132,28 +137,35 @@ class TiffTileReader:
         """Open the file, the threads (and the GPU decoder) in the process that reads."""
         if self.level is None:
             self.level = _open_level(self.path, self.info, self.grid.level)
-        if self._source is None:
-            self._source = RawTileSource(self.path, self.level)
+        if self._decoder is None:
+            self._decoder = StoredTileDecoder(self.path, self.level, self.grid.level)
             self._pool = ThreadPoolExecutor(self.options.threads(), thread_name_prefix="tiff")
         if self._gpu is None and self.options.device.startswith("cuda"):
             self._gpu = _gpu_supply(self)
 
     # --- public API ----------------------------------------------------------------------
 
-    def describe(self) -> dict[str, Any]:
-        """Provenance of this reader: which reader, decode path, codec, threads and counters."""
+    def describe(self) -> ReaderReport:
+        """Provenance of this reader: decode path, codec, threads and the counters so far."""
         if self.options.device.startswith("cuda"):
             self._ensure_open()  # the GPU path knows which tiles it can take only once open
         cpu_path = f"cpu:imagecodecs-{self._layout['codec']}"
         decode_path = self._gpu.decode_path() if self._gpu else cpu_path
-        return {
-            "reader": self.name,
-            "decode_path": decode_path,
-            **self._layout,
-            "level": int(self.grid.level),
-            "threads": self.options.threads(),
-            "stats": asdict(self.stats),  # a copy: later reads do not change it
-        }
+        details = {**self._layout, "level": int(self.grid.level), "threads": self.options.threads()}
+        # asdict copies: later reads do not change the report.
+        return ReaderReport(self.name, decode_path, self.selection, details, asdict(self.stats))
+
+    def read_stored_bytes(self, tile_indices: Sequence[int]) -> list[bytes | None]:
+        """Raw bytes of stored tiles of the grid's level (None where the file omits a tile),
+        read by the reader's threads."""
+        self._ensure_open()
+        return list(self._pool.map(self._decoder.read_bytes, tile_indices))
+
+    def decode_stored_tiles(self, tile_indices: Sequence[int]) -> list[np.ndarray | None]:
+        """Stored tiles as (tile_height, tile_width, 3) uint8 (None where the file omits a
+        tile), decoded on the CPU by the reader's threads. Raises SlideReadError for damage."""
+        self._ensure_open()
+        return list(self._pool.map(self._decoder.decode_rgb, tile_indices))
 
     def read_tiles(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Tiles ``indices`` of the grid as (B, tile_size, tile_size, 3) uint8, in that order."""
@@ -191,17 +203,20 @@ class TiffTileReader:
         if normalize is None:
             yield from self._iter_batches(indices, batch_size, pin)
             return
+        normalizer = NormalizeTable(*normalize)
         self._ensure_open()
         if self._gpu is not None:
-            normalizer = _Normalizer(normalize, torch.device("cpu"))
             for batch_indices, tiles in self._iter_batches(indices, batch_size, pin):
                 yield batch_indices, normalizer.on_device(tiles)
             return
-        normalizer = _Normalizer(normalize, torch.device("cpu"))
         yield from self._iter_batches(indices, batch_size, pin, normalizer)
 
     def _iter_batches(
-        self, indices: np.ndarray, batch_size: int, pin: bool, normalizer: _Normalizer | None = None
+        self,
+        indices: np.ndarray,
+        batch_size: int,
+        pin: bool,
+        normalizer: NormalizeTable | None = None,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         self._ensure_open()
         plan = plan_reads(self._x[indices], self._y[indices], self.grid.read_size, self.level)
@@ -215,9 +230,9 @@ class TiffTileReader:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        if self._source is not None:
-            self._source.close()
-            self._source = None
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
         self._gpu = None
 
     def __enter__(self) -> TiffTileReader:
@@ -234,14 +249,17 @@ class TiffTileReader:
         indices: np.ndarray,
         batch_size: int,
         pin: bool,
-        normalizer: _Normalizer | None,
+        normalizer: NormalizeTable | None,
     ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         batches = [plan.order[i : i + batch_size] for i in range(0, len(plan.order), batch_size)]
         ring = max(1, min(self.options.prefetch_batches + 1, len(batches)))
         size = min(batch_size, len(plan.order))
         dtype = torch.uint8 if normalizer is None else torch.float32
         buffers = [self._batch_buffer(size, pin, dtype) for _ in range(ring)]
-        cache = _StoredTiles(plan.uses.copy(), self._decode_rgbx, self.stats, self._tile_key())
+        decoder = self._decoder
+        cache = StoredTileCache(
+            plan.uses.copy(), decoder.decode_rgbx, self.stats, decoder.spare_key
+        )
         pending: deque[tuple[np.ndarray, list[Future], torch.Tensor]] = deque()
         submit = self._submit_batch
         try:
@@ -274,8 +292,8 @@ class TiffTileReader:
         plan: ReadPlan,
         positions: np.ndarray,
         buffer: torch.Tensor,
-        cache: _StoredTiles,
-        normalizer: _Normalizer | None,
+        cache: StoredTileCache,
+        normalizer: NormalizeTable | None,
     ) -> tuple[np.ndarray, list[Future], torch.Tensor]:
         work = [
             (slot, int(position), [cache.get(t) for t in plan.tiles_of(position, self.level)])
@@ -290,83 +308,12 @@ class TiffTileReader:
         ]
         return positions, jobs, buffer
 
-    def decode_stored_tile(self, tile_index: int) -> np.ndarray | None:
-        """One stored tile as (tile_height, tile_width, 3) uint8; None if the file omits it.
-
-        Raises SlideReadError if its data cannot be decoded (same message shape as OpenSlide's).
-        """
-        data = self._source.read(tile_index)
-        if data is None:
-            return None
-        level = self.level
-        try:
-            decoded = level.decode(data, tile_index, jpegtables=level.jpegtables)[0]
-            # libjpeg's fatal errors came through above; damage it only warns about is caught here.
-            damage = validate_jpeg(data) if level.codec == "jpeg" else None
-            if damage is not None:
-                raise ValueError(damage)
-        except (RuntimeError, ValueError) as error:
-            raise self._read_error(tile_index, error) from error
-        decoded = decoded.reshape(decoded.shape[-3:])
-        if decoded.shape != (level.tile_height, level.tile_width, 3):
-            raise self._read_error(tile_index, ValueError(f"decoded shape {decoded.shape}"))
-        return decoded
-
-    def _read_error(self, tile_index: int, error: Exception) -> SlideReadError:
-        row, column = divmod(tile_index, self.level.tiles_across)
-        return SlideReadError(
-            self.path,
-            f"could not decode stored tile {tile_index} (column {column}, row {row}) of level "
-            f"{self.grid.level}: {error}. The file is probably corrupt there; re-export or "
-            "re-scan the slide, or leave it out of the run.",
-        )
-
-    def _decode_rgbx(self, tile_index: int) -> np.ndarray | None:
-        """One stored tile as (tile_height, tile_width, 4) uint8 RGBX; None if the file omits it.
-
-        JPEG is decoded by libjpeg-turbo straight to 4-byte pixels (the colour conversion is
-        the same as to RGB); other codecs, and JPEG data it rejects, go through
-        :meth:`decode_stored_tile` (which raises the SlideReadError) and are widened.
-        """
-        level = self.level
-        if level.codec == "jpeg":
-            data = self._source.read(tile_index)
-            if data is None:
-                return None
-            shape = (level.tile_height, level.tile_width, 4)
-            out = SPARE_BUFFERS.take(self._tile_key())
-            try:
-                decoded = imagecodecs.jpeg8_decode(
-                    data,
-                    tables=level.jpegtables,
-                    colorspace="RGB" if level.jpeg_rgb else None,
-                    outcolorspace="RGBA",
-                    shape=shape[:2],
-                    out=out if out is not None else _new_tile(shape),
-                )
-            except (RuntimeError, ValueError):
-                decoded = None
-            if decoded is not None and decoded.shape == shape:
-                damage = validate_jpeg(data)
-                if damage is not None:
-                    raise self._read_error(tile_index, ValueError(damage))
-                return decoded
-        rgb = self.decode_stored_tile(tile_index)
-        if rgb is None:
-            return None
-        rgbx = SPARE_BUFFERS.take(self._tile_key())
-        if rgbx is None:
-            rgbx = _new_tile((*rgb.shape[:2], 4))
-        rgbx[..., :3] = rgb
-        rgbx[..., 3] = _GLASS
-        return rgbx
-
     def _cut_and_resize(
         self,
         plan: ReadPlan,
-        work: list[tuple[int, int, list[_StoredTile]]],
+        work: list[tuple[int, int, list[StoredTile]]],
         buffer: torch.Tensor,
-        normalizer: _Normalizer | None,
+        normalizer: NormalizeTable | None,
     ) -> None:
         """Cut, shrink (and normalize) consecutive output tiles into their ``buffer`` slots,
         in a pool thread. Cutting and shrinking are compiled calls that release the GIL, so
@@ -374,7 +321,7 @@ class TiffTileReader:
         between the cut and the shrink."""
         key = ("region", plan.read_size)
         spare = SPARE_BUFFERS.take(key)
-        region = spare if spare is not None else _new_region(plan.read_size)
+        region = spare if spare is not None else new_region(plan.read_size)
         table = None if normalizer is None else normalizer.table
         try:
             for slot, position, tiles in work:
@@ -398,159 +345,9 @@ class TiffTileReader:
             return torch.empty(shape, dtype=dtype, pin_memory=True)
         return torch.from_numpy(batch_array(shape, _NUMPY_DTYPES[dtype]))
 
-    def _tile_key(self) -> tuple:
-        return ("tile", self.level.tile_height, self.level.tile_width, 4)
-
-
-def paste_region(
-    region: np.ndarray,
-    x: int,
-    y: int,
-    decoded: list[tuple[int, np.ndarray | None]],
-    level: TiffLevel,
-) -> None:
-    """Fill ``region`` (S, S, 4) uint8 RGBX with level pixels from (x, y), from the decoded
-    stored tiles (index, RGBX tile or None where the file leaves it out); white elsewhere."""
-    from histo_encoders.kernels import cut_region  # numba: loaded with the first region
-
-    # A tuple of one length per span of stored tiles: numba compiles once per length.
-    length = max(len(decoded), _USUAL_SPAN)
-    tiles = [_ABSENT_TILE] * length
-    tile_x = np.zeros(length, np.int64)
-    tile_y = np.zeros(length, np.int64)
-    present = np.zeros(length, np.bool_)
-    for k, (tile_index, tile) in enumerate(decoded):
-        if tile is None:
-            continue
-        row, column = divmod(tile_index, level.tiles_across)
-        tile_x[k], tile_y[k] = column * level.tile_width, row * level.tile_height
-        # Read-only arrays are another numba type, and the tuple must hold one type.
-        pixels = tile if tile.flags.writeable else tile.copy()
-        tiles[k] = pixels.view(np.uint32)[..., 0]
-        present[k] = True
-    pixels = region.view(np.uint32)[..., 0]
-    cut_region(tuple(tiles), tile_x, tile_y, present, x, y, level.width, level.height, pixels)
-
-
-class _StoredTile:
-    """One stored tile, decoded by whichever thread needs it first; others wait for it."""
-
-    __slots__ = ("_decode", "_done", "_error", "_lock", "_value", "index")
-
-    def __init__(self, index: int, decode) -> None:
-        self.index = index
-        self._decode = decode
-        self._lock = threading.Lock()
-        self._done = False
-        self._value: np.ndarray | None = None
-        self._error: BaseException | None = None
-
-    def decode_unless_busy(self) -> None:
-        """Decode now unless done, or being decoded by another thread (then don't wait)."""
-        if not self._done and self._lock.acquire(blocking=False):
-            try:
-                self._run()
-            finally:
-                self._lock.release()
-
-    def value(self) -> np.ndarray | None:
-        """The decoded tile (decoding it, or waiting for the thread that is); raises its
-        decode error."""
-        if not self._done:
-            with self._lock:
-                self._run()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def value_if_decoded(self) -> np.ndarray | None:
-        return self._value if self._done else None
-
-    def _run(self) -> None:
-        if self._done:
-            return
-        try:
-            self._value = self._decode(self.index)
-        except BaseException as error:  # kept, and raised to every thread that needs the tile
-            self._error = error
-        self._done = True
-        self._decode = None
-
-
-class _StoredTiles:
-    """Stored tiles in flight, with the count of output tiles still needing each (main thread
-    only: worker threads get the tiles themselves)."""
-
-    def __init__(self, uses: np.ndarray, decode, stats: ReaderStats, spare_key: tuple) -> None:
-        self._uses = uses
-        self._decode = decode
-        self._stats = stats
-        self._spare_key = spare_key
-        self._live: dict[int, _StoredTile] = {}
-
-    def get(self, tile_index: int) -> _StoredTile:
-        tile = self._live.get(tile_index)
-        if tile is None:
-            tile = self._live[tile_index] = _StoredTile(tile_index, self._decode)
-            self._stats.stored_tiles_decoded += 1
-            self._stats.peak_decoded_tiles = max(self._stats.peak_decoded_tiles, len(self._live))
-        return tile
-
-    def release(self, tile_indices: list[int]) -> None:
-        for tile_index in tile_indices:
-            self._uses[tile_index] -= 1
-            if self._uses[tile_index] == 0:
-                # Called once the jobs of every output tile needing it are done: reusable.
-                value = self._live.pop(tile_index).value_if_decoded()
-                if value is not None and value.flags.writeable and value.flags.c_contiguous:
-                    SPARE_BUFFERS.give(self._spare_key, value)
-
-    def clear(self) -> None:
-        self._live.clear()
-
-
-class _Normalizer:
-    """uint8 RGB tiles -> float32 ``(x / 255 - mean) / std``, as x * scale + offset per channel
-    (the benchmark's and the field's ToTensor + Normalize, within float rounding).
-
-    On the CPU the shrink writes normalized values itself, by lookup in ``table`` (3, 256): the
-    same float32 ``offset + v * scale`` for every grey level v that the GPU path computes."""
-
-    def __init__(self, normalize, device: torch.device) -> None:
-        mean, std = (torch.tensor([float(v) for v in values]) for values in normalize)
-        if mean.shape != (3,) or std.shape != (3,):
-            raise ValueError(f"normalize needs (mean, std) of 3 values each, got {normalize!r}")
-        scale = 1.0 / (std * 255.0)
-        offset = -mean * 255.0 * scale
-        self._scale, self._offset = scale.to(device), offset.to(device)
-        levels = torch.arange(256, dtype=torch.float32)
-        self.table = torch.addcmul(offset[:, None], levels[None, :], scale[:, None]).numpy()
-        self._device_buffer: torch.Tensor | None = None
-
-    def on_device(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Normalize a (B, t, t, 3) uint8 batch where it lies (one reused float buffer)."""
-        if self._device_buffer is None or self._device_buffer.device != tiles.device:
-            self._device_buffer = torch.empty(tiles.shape, dtype=torch.float32, device=tiles.device)
-            self._scale = self._scale.to(tiles.device)
-            self._offset = self._offset.to(tiles.device)
-        out = self._device_buffer[: len(tiles)]
-        out.copy_(tiles)
-        torch.addcmul(self._offset, out, self._scale, out=out)
-        return out
-
-
-def _new_tile(shape: tuple[int, ...]) -> np.ndarray:
-    """A decoded-tile array (kept for reuse, and not shared with forked children)."""
-    return scratch_array(shape, mmap_from=2**16)
-
-
-def _new_region(read_size: int) -> np.ndarray:
-    """A scratch RGBX region for one job: every region it cuts overwrites it."""
-    return scratch_array((read_size, read_size, 4))
-
 
 def _check_vendor(path: str | Path, info: Any) -> None:
-    vendor = getattr(info, "vendor", "unknown")
+    vendor = info.vendor
     if vendor not in VERIFIED_VENDORS:
         raise ReaderNotApplicableError(
             str(path),

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from histo_encoders.slide import Slide
-from histo_encoders.tiling import TileGrid
-from histo_encoders.tissue import TissueMask
+from histo_encoders.slides.slide import Slide
+from histo_encoders.slides.tiling import TileGrid
+from histo_encoders.slides.tissue import TissueMask
 
 TISSUE_TINT = (0, 170, 90)  # green: absent from H&E, so the tint stands out
 TINT_ALPHA = 0.35

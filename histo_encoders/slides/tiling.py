@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from histo_encoders.errors import TargetResolutionError
-from histo_encoders.slide import SlideInfo
-from histo_encoders.tissue import TissueMask, tissue_fraction
+from histo_encoders.slides.slide import SlideInfo
+from histo_encoders.slides.tissue import TissueMask, tissue_fraction
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from histo_encoders.slide import Slide
+from histo_encoders.slides.slide import Slide
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,9 @@ def run_demo(
     ``encoder=None`` builds the labelled untrained demo encoder (see module docstring); a name,
     hub id or folder uses that encoder. Loading errors of ``histo_encoders.load`` propagate.
     """
-    from histo_encoders.batch import embed_slides, output_path
-    from histo_encoders.build import load
-    from histo_encoders.embed import EmbedOptions
+    from histo_encoders.encoders.load import load
+    from histo_encoders.pipeline.embed import EmbedOptions
+    from histo_encoders.pipeline.run import embed_slides, output_path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def run_demo(
 
 def write_demo_slide(path: Path) -> Path:
     """A small synthetic Aperio-style slide with two tissue regions."""
-    from histo_encoders.synthetic import write_synthetic_slide
+    from histo_encoders.tools.synthetic import write_synthetic_slide
 
     width, height = _SLIDE_SIZE
     return write_synthetic_slide(path, width=width, height=height, mpp=DEMO_MPP, kind="svs").path
@@ -105,7 +105,7 @@ def write_demo_slide(path: Path) -> Path:
 
 def demo_encoder_config() -> Any:
     """The EncoderConfig of the untrained demo encoder: every text field carries the warning."""
-    from histo_encoders.registry import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
+    from histo_encoders.encoders.config import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
 
     return EncoderConfig(
         name=DEMO_ENCODER_NAME,
@@ -127,7 +127,7 @@ def write_demo_encoder(folder: Path) -> Path:
     """Export the untrained demo encoder (timm resnet10t, seed 0) as an encoder folder."""
     import timm
 
-    from histo_encoders.publish import export_encoder
+    from histo_encoders.encoders.publish import export_encoder
 
     # A private generator: the demo must not reseed the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
@@ -142,9 +142,9 @@ def write_demo_encoder(folder: Path) -> Path:
 def _result(
     slide: Path, model: torch.nn.Module, untrained: bool, summary: Any, features_path: Path
 ) -> DemoResult:
-    from histo_encoders.features_io import read_features
+    from histo_encoders.pipeline.features import read_features
 
-    name = getattr(getattr(model, "histo_config", None), "name", type(model).__name__)
+    name = model.histo_config.name  # loaded by load(), which always attaches the record
     if summary.failed or not features_path.exists():
         return DemoResult(slide, name, untrained, summary, None)
     features, _, attrs = read_features(features_path)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from histo_encoders.cli import build_parser, main
-from histo_encoders.features_io import read_features
+from histo_encoders.pipeline.features import read_features
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -149,8 +149,8 @@ def test_benchmark_prints_model_only_and_end_to_end(synthetic_slides, tiny_encod
 def test_convert_and_publish_write_loadable_encoder_folders(tmp_path, capsys):
     import torch
 
-    from histo_encoders.build import load
-    from histo_encoders.registry import register_encoder, unregister_encoder
+    from histo_encoders.encoders.load import load
+    from histo_encoders.encoders.registry import register_encoder, unregister_encoder
     from tests.encoder_kit import TINY, seeded_state
 
     state = seeded_state(TINY)

@@ -11,8 +11,8 @@ import torchvision
 
 import histo_encoders
 from histo_encoders import errors
-from histo_encoders.convert import convert_checkpoint
-from histo_encoders.registry import get_config
+from histo_encoders.encoders.convert import convert_checkpoint
+from histo_encoders.encoders.registry import get_config
 
 CONFIG = get_config("lunit-mocov2").with_updates(
     name="converted", hub_id=None, revision=None, sha256=None, aliases=()

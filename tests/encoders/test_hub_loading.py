@@ -14,7 +14,7 @@ import torch
 
 import histo_encoders
 from histo_encoders import errors
-from histo_encoders.registry import register_encoder, unregister_encoder
+from histo_encoders.encoders.registry import register_encoder, unregister_encoder
 from tests.encoder_kit import TINY, export_tiny, features, folder_files
 from tests.hubserver import session_hub
 
@@ -37,7 +37,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture()
 def registered(tiny_repo: dict[str, str]):
     """Register a record pinned to the first commit, with its sha256."""
-    from histo_encoders.hub import sha256_file
+    from histo_encoders.encoders.hub import sha256_file
 
     sha = sha256_file(Path(tiny_repo["folder_first"]) / "model.safetensors")
     config = TINY.with_updates(
@@ -53,7 +53,7 @@ def test_load_and_plain_timm_give_identical_features(tiny_repo: dict[str, str]) 
     plain = timm.create_model("hf-hub:histo-test/tiny", pretrained=True).eval()
     assert torch.equal(features(ours, BATCH), features(plain, BATCH))
     assert features(ours, BATCH).shape == (2, 96)
-    assert ours.histo_provenance["commit"] == tiny_repo["second"]
+    assert ours.histo_provenance.commit == tiny_repo["second"]
     ours_cfg = timm.data.resolve_model_data_config(ours)
     plain_cfg = timm.data.resolve_model_data_config(plain)
     for key in ("mean", "std", "input_size", "crop_pct", "interpolation"):
@@ -71,13 +71,13 @@ def test_pinned_revision_loads_that_commit(tiny_repo: dict[str, str]) -> None:
     local = histo_encoders.load(tiny_repo["folder_first"])
     assert torch.equal(features(at_first, BATCH), features(local, BATCH))
     assert not torch.allclose(features(at_first, BATCH), features(at_main, BATCH))
-    assert at_first.histo_provenance["commit"] == tiny_repo["first"]
+    assert at_first.histo_provenance.commit == tiny_repo["first"]
 
 
 def test_registry_name_loads_its_pinned_commit_not_main(registered, tiny_repo) -> None:
     model = histo_encoders.load("tiny-pinned")
-    assert model.histo_provenance["commit"] == tiny_repo["first"]
-    assert model.histo_provenance["sha256_checked_against"] == "the registry record"
+    assert model.histo_provenance.commit == tiny_repo["first"]
+    assert model.histo_provenance.sha256_checked_against == "the registry record"
     assert model.histo_config.name == "tiny-pinned"
 
 
@@ -92,7 +92,7 @@ def test_wrong_pinned_checksum_never_loads(registered) -> None:
 
 
 def _tamper(model: torch.nn.Module) -> None:
-    path = Path(model.histo_provenance["weights_path"]).resolve()  # the blob behind the symlink
+    path = Path(model.histo_provenance.weights_path).resolve()  # the blob behind the symlink
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -110,7 +110,7 @@ def test_first_seen_hash_is_recorded_then_enforced(tmp_path: Path) -> None:
     files = folder_files(export_tiny(tmp_path / "t"), drop_sha256=True)  # a repo that pins nothing
     commit = FAKE_HUB.add_commit("histo-test/unpinned", files)
     model = histo_encoders.load("hf-hub:histo-test/unpinned")
-    assert model.histo_provenance["sha256_checked_against"] == "the hash recorded at first download"
+    assert model.histo_provenance.sha256_checked_against == "the hash recorded at first download"
     histo_encoders.load(f"hf-hub:histo-test/unpinned@{commit}")  # same file: accepted
     _tamper(model)
     with pytest.raises(errors.ChecksumMismatchError):
@@ -191,4 +191,4 @@ def test_pushed_folder_loads_back_from_the_hub(tmp_path: Path, monkeypatch) -> N
     assert ("POST", "/api/models/histo-test/pushed/commit/main") in FAKE_HUB.requests
     from_hub = histo_encoders.load(f"hf-hub:histo-test/pushed@{commit}")
     assert torch.equal(features(from_hub, BATCH), features(histo_encoders.load(folder), BATCH))
-    assert from_hub.histo_provenance["sha256_checked_against"].startswith("config.json")
+    assert from_hub.histo_provenance.sha256_checked_against.startswith("config.json")

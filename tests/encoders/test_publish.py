@@ -11,7 +11,7 @@ import torch
 
 import histo_encoders
 from histo_encoders import errors
-from histo_encoders.publish import publish_checkpoint
+from histo_encoders.encoders.publish import publish_checkpoint
 from tests.encoder_kit import TINY, export_tiny, features, seeded_state
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))

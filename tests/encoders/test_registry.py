@@ -9,10 +9,10 @@ import pytest
 import timm
 
 from histo_encoders import errors
-from histo_encoders.model_card import front_matter
-from histo_encoders.registry import get_config, list_encoders, register_encoder
+from histo_encoders.encoders.model_card import front_matter
+from histo_encoders.encoders.registry import get_config, list_encoders, register_encoder
 
-CARDS = Path(__file__).resolve().parents[1] / "model_cards"
+CARDS = Path(__file__).resolve().parents[2] / "model_cards"
 NAMES = list(list_encoders())
 
 

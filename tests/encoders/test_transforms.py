@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 import histo_encoders
-from histo_encoders.registry import LUNIT_MEAN, LUNIT_STD
-from histo_encoders.transforms import normalize_batch
+from histo_encoders.encoders.config import LUNIT_MEAN, LUNIT_STD
+from histo_encoders.encoders.transforms import normalize_batch
 from tests.encoder_kit import TINY, export_tiny, seeded_tile
 
-GOLDEN = Path(__file__).parent / "data" / "golden_tiny.json"
+GOLDEN = Path(__file__).parents[1] / "data" / "golden_tiny.json"
 
 
 def test_lunit_transform_uses_lunit_normalization_and_never_crops() -> None:

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from histo_encoders.distributed import rank_info, shard_slides
+from histo_encoders.pipeline.distributed import rank_info, shard_slides
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.distributed
 def test_torchrun_ranks_split_slides_without_overlap_or_gap(
     tiny_encoder_dir, openslide_fixtures, tmp_path
 ):
-    from histo_encoders.synthetic import write_synthetic_slide
+    from histo_encoders.tools.synthetic import write_synthetic_slide
 
     slides = tmp_path / "slides"
     slides.mkdir()

@@ -9,9 +9,8 @@ import timm
 import torch
 from PIL import Image
 
-import histo_encoders.readers
-from histo_encoders.build import load
-from histo_encoders.embed import EmbedOptions, embed_slide, prepare_encoder, run_settings
+import histo_encoders.pipeline.embed
+from histo_encoders.encoders.load import load
 from histo_encoders.errors import (
     DeviceUnavailableError,
     MissingMppError,
@@ -19,11 +18,12 @@ from histo_encoders.errors import (
     SlideOpenError,
     SlideReadError,
 )
+from histo_encoders.pipeline.embed import EmbedOptions, embed_slide, prepare_encoder, run_settings
 from histo_encoders.readers import OpenSlideReader
-from histo_encoders.slide import open_slide
-from histo_encoders.synthetic import default_tissue_boxes, render_region
-from histo_encoders.tiling import plan_tiles
-from histo_encoders.tissue import TissueSettings, detect_tissue
+from histo_encoders.slides.slide import open_slide
+from histo_encoders.slides.tiling import plan_tiles
+from histo_encoders.slides.tissue import TissueSettings, detect_tissue
+from histo_encoders.tools.synthetic import default_tissue_boxes, render_region
 
 CPU = EmbedOptions(device="cpu", workers=0, batch_size=4)
 
@@ -155,6 +155,7 @@ class _FailingReader:
     """Reads like OpenSlide but its second batch hits a corrupt region."""
 
     name = "failing"
+    streams = False
 
     def __init__(self, path, info, grid):
         self._inner = OpenSlideReader(path, info, grid)
@@ -165,6 +166,9 @@ class _FailingReader:
             raise SlideReadError(self._path, "tile 5 is corrupt (test)")
         return self._inner.read_tiles(indices)
 
+    def describe(self):
+        return self._inner.describe()
+
     def close(self):
         self._inner.close()
 
@@ -174,7 +178,7 @@ def test_read_error_in_a_worker_keeps_its_type(
     synthetic_slides, tiny_encoder, monkeypatch, workers
 ):
     monkeypatch.setattr(
-        histo_encoders.readers,
+        histo_encoders.pipeline.embed,
         "open_reader",
         lambda path, info, grid, kind, **options: _FailingReader(path, info, grid),
     )

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from histo_encoders.features_io import read_features
-from histo_encoders.synthetic import write_synthetic_slide
+from histo_encoders.pipeline.features import read_features
+from histo_encoders.tools.synthetic import write_synthetic_slide
 from tests.fixture_paths import REPO
 
 

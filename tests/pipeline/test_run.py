@@ -10,10 +10,10 @@ import shutil
 import numpy as np
 import pytest
 
-from histo_encoders import features_io
-from histo_encoders.batch import collect_slides, embed_slides, output_path
-from histo_encoders.embed import EmbedOptions
-from histo_encoders.features_io import read_features
+from histo_encoders.pipeline import features as features_io
+from histo_encoders.pipeline.embed import EmbedOptions
+from histo_encoders.pipeline.features import read_features
+from histo_encoders.pipeline.run import collect_slides, embed_slides, output_path
 
 CPU = EmbedOptions(device="cpu", workers=0, batch_size=8)
 

@@ -16,7 +16,7 @@ import imagecodecs
 import numpy as np
 import tifffile
 
-from histo_encoders.synthetic import default_tissue_boxes, render_region
+from histo_encoders.tools.synthetic import default_tissue_boxes, render_region
 
 _TABLE_MARKERS = (0xDB, 0xC4)  # DQT, DHT
 _APP_MARKERS = range(0xE0, 0xF0)  # JFIF, Adobe...: Aperio tile streams carry none

@@ -13,10 +13,10 @@ import pytest
 from histo_encoders.errors import SlideReadError
 from histo_encoders.readers.base import TileReader
 from histo_encoders.readers.openslide_reader import OpenSlideReader
-from histo_encoders.resize import resize_tile
-from histo_encoders.slide import Slide, open_slide
-from histo_encoders.synthetic import write_synthetic_slide
-from histo_encoders.tiling import plan_tiles
+from histo_encoders.readers.resize import resize_tile
+from histo_encoders.slides.slide import Slide, open_slide
+from histo_encoders.slides.tiling import plan_tiles
+from histo_encoders.tools.synthetic import write_synthetic_slide
 from tests.fixture_paths import OPENSLIDE_FIXTURES as FIXTURES
 
 

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 
 from histo_encoders.errors import ReaderNotApplicableError
-from histo_encoders.readers import describe_reader, open_reader
-from histo_encoders.slide import open_slide
-from histo_encoders.synthetic import write_synthetic_slide
-from histo_encoders.tiling import plan_tiles
-from tests._jpegtables import write_jpegtables_slide
+from histo_encoders.readers import open_reader
+from histo_encoders.slides.slide import open_slide
+from histo_encoders.slides.tiling import plan_tiles
+from histo_encoders.tools.synthetic import write_synthetic_slide
 from tests.fixture_paths import OPENSLIDE_FIXTURES as FIXTURES
+from tests.readers._jpegtables import write_jpegtables_slide
 
 
 def _reader_for(path: Path, kind: str = "auto", mpp: float | None = None, target: float = 0.5):
@@ -33,7 +33,7 @@ def test_auto_picks_tiff_for_synthetic_svs_and_tiled_tiff(tmp_path, kind, compre
         tmp_path / f"s.{kind}", width=300, height=200, kind=kind, compression=compression, tile=64
     )
     reader, _, _ = _reader_for(slide.path)
-    described = describe_reader(reader)
+    described = reader.describe().as_dict()
     assert reader.name == "tiff"
     assert described["decode_path"] == f"cpu:imagecodecs-{compression}"
     reader.close()
@@ -43,7 +43,7 @@ def test_auto_picks_tiff_for_aperio_jpegtables(tmp_path):
     path = write_jpegtables_slide(tmp_path / "aperio.svs", width=300, height=200, mpp=0.25)
     reader, _, _ = _reader_for(path)
     assert reader.name == "tiff"
-    assert describe_reader(reader)["jpegtables"] is True
+    assert reader.describe().as_dict()["jpegtables"] is True
     reader.close()
 
 
@@ -52,7 +52,7 @@ def test_auto_picks_openslide_for_a_plain_image_and_says_why(tmp_path):
     Image.fromarray(np.full((100, 120, 3), 200, np.uint8)).save(path)
     reader, _, _ = _reader_for(path, mpp=0.5)
     assert reader.name != "tiff"
-    assert "plain image" in describe_reader(reader)["selection"]
+    assert "plain image" in reader.describe().as_dict()["selection"]
     with pytest.raises(ReaderNotApplicableError):
         _reader_for(path, kind="tiff", mpp=0.5)
 
@@ -64,7 +64,7 @@ def test_auto_keeps_openslide_where_positions_fall_between_level_pixels(tmp_path
     odd = dataclasses.replace(grid, coords=np.array([[1, 2]], dtype=np.int64))
     chosen = open_reader(slide.path, info, odd)
     assert chosen.name == "openslide"
-    assert "between pixels" in describe_reader(chosen)["selection"]
+    assert "between pixels" in chosen.describe().as_dict()["selection"]
     with pytest.raises(ReaderNotApplicableError, match="between pixels"):
         open_reader(slide.path, info, odd, kind="tiff")
     reader.close()
@@ -83,7 +83,7 @@ def test_real_aperio_fixture_gets_the_tiff_reader_and_the_same_pixels():
         info = slide.info
     grid = plan_tiles(info, info.mpp, 16)
     reader = open_reader(path, info, grid)
-    described = describe_reader(reader)
+    described = reader.describe().as_dict()
     assert reader.name == "tiff"
     assert described["codec"] == "jpeg" and described["jpegtables"] is True
     expected = open_reader(path, info, grid, "openslide").read_tiles([0])
@@ -98,4 +98,4 @@ def test_auto_keeps_openslide_for_vendors_with_their_own_tile_layout(tmp_path):
     grid = plan_tiles(info, 0.5, 32)
     reader = open_reader(slide.path, info, grid)
     assert reader.name == "openslide"
-    assert "vendor 'leica'" in describe_reader(reader)["selection"]
+    assert "vendor 'leica'" in reader.describe().as_dict()["selection"]

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from histo_encoders.kernels import last_scan_damage
-from histo_encoders.resize import pair_runs, resize_tile, shrink_rgbx
+from histo_encoders.readers.kernels import last_scan_damage
+from histo_encoders.readers.resize import pair_runs, resize_tile, shrink_rgbx
 
 # (443, 224): 0.2528 -> 0.5 um/px; others: exact halving, shrinks a little, > 2x (through PIL).
 SIZE_PAIRS = [(443, 224), (448, 224), (127, 48), (63, 48), (96, 48), (97, 48), (48, 48), (301, 100)]
@@ -89,7 +89,7 @@ def test_kernels_work_and_say_so_when_numba_cannot_cache(tmp_path):
         "caching.CacheImpl._locator_classes = []  # numba finds no cache folder\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
-        "    from histo_encoders.resize import resize_tile, shrink_rgbx\n"
+        "    from histo_encoders.readers.resize import resize_tile, shrink_rgbx\n"
         "    rgbx = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 4), np.uint8)\n"
         "    out = shrink_rgbx(rgbx, 48, np.zeros((1, 48, 48, 3), np.uint8))\n"
         "assert np.array_equal(out[0], resize_tile(rgbx[0, ..., :3], 48))\n"

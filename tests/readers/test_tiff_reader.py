@@ -14,12 +14,13 @@ import torch
 from histo_encoders.errors import ReaderNotApplicableError, SlideReadError
 from histo_encoders.readers import TiffReaderOptions, TiffTileReader
 from histo_encoders.readers.openslide_reader import OpenSlideReader
-from histo_encoders.slide import open_slide
-from histo_encoders.synthetic import write_synthetic_slide
-from histo_encoders.tiling import plan_tiles
-from tests._jpegtables import write_jpegtables_slide
+from histo_encoders.slides.slide import open_slide
+from histo_encoders.slides.tiling import plan_tiles
+from histo_encoders.tools.synthetic import write_synthetic_slide
+from tests.fixture_paths import OPENSLIDE_FIXTURES
+from tests.readers._jpegtables import write_jpegtables_slide
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openslide"
+FIXTURES = OPENSLIDE_FIXTURES
 WIDTH, HEIGHT, MPP = 600, 420, 0.2528
 
 
@@ -121,7 +122,7 @@ def test_each_stored_tile_is_decoded_once_in_streaming(tmp_path):
         for indices, tiles in reader.iter_batches(batch_size=16):
             assert tiles.dtype == torch.uint8 and tiles.shape[1:] == (48, 48, 3)
             seen.extend(indices.tolist())
-        stats = reader.describe()["stats"]
+        stats = reader.describe().stats
     assert sorted(seen) == list(range(len(grid.coords)))
     touched = {
         (y // 128, x // 128) for x0, y0 in grid.coords for x in (x0, x0 + 47) for y in (y0, y0 + 47)
@@ -188,7 +189,7 @@ def test_real_generic_tiff_fixture_matches_openslide():
         info = slide.info
     grid = plan_tiles(info, 0.5, 40)
     reader = TiffTileReader(path, info, grid)
-    assert reader.describe()["codec"] == "deflate"
+    assert reader.describe().as_dict()["codec"] == "deflate"
     reader.close()
     _assert_same_as_openslide(path, info, grid)
 
@@ -204,7 +205,7 @@ def test_memory_stays_bounded_on_a_large_blank_slide(tmp_path):
         delivered = sum(len(indices) for indices, _ in reader.iter_batches(batch_size=32))
         _, peak_bytes = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        stats = reader.describe()["stats"]
+        stats = reader.describe().stats
     assert delivered == len(grid.coords) == 36 * 18
     assert stats["stored_tiles_decoded"] == 32 * 16  # each stored tile decoded exactly once
     # Alive at once: about the rows of stored tiles that the current row of regions spans,
@@ -226,7 +227,7 @@ def test_gpu_decode_matches_cpu_reader(slide_path):
         described = reader.describe()
     # nvJPEG's IDCT and chroma upsampling may differ from libjpeg-turbo by a grey level or two.
     assert np.abs(expected.astype(int) - got).max() <= 3
-    assert described["decode_path"].startswith("cuda")
+    assert described.decode_path.startswith("cuda")
 
 
 def _device_pipeline(path: Path, grid, info, decode_batch):
@@ -306,7 +307,7 @@ def test_rgb_coded_aperio_jpeg_is_not_sent_to_nvjpeg(tmp_path):
 @pytest.mark.parametrize(("read_size", "tile_size"), [(443, 224), (127, 48), (63, 48), (96, 48)])
 def test_device_resize_equals_resize_tile(read_size, tile_size):
     from histo_encoders.readers.gpu_decode import resize_regions
-    from histo_encoders.resize import resize_tile
+    from histo_encoders.readers.resize import resize_tile
 
     regions = np.random.default_rng(read_size).integers(0, 256, (3, read_size, read_size, 3))
     regions = regions.astype(np.uint8)

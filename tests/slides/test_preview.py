@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from histo_encoders.preview import GRID_COLOUR, write_preview
-from histo_encoders.slide import open_slide
-from histo_encoders.synthetic import write_synthetic_slide
-from histo_encoders.tiling import plan_tiles
-from histo_encoders.tissue import detect_tissue
+from histo_encoders.slides.preview import GRID_COLOUR, write_preview
+from histo_encoders.slides.slide import open_slide
+from histo_encoders.slides.tiling import plan_tiles
+from histo_encoders.slides.tissue import detect_tissue
+from histo_encoders.tools.synthetic import write_synthetic_slide
 
 
 def test_preview_tints_tissue_and_outlines_tiles(tmp_path):

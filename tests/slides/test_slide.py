@@ -14,8 +14,8 @@ from histo_encoders.errors import (
     SlideOpenError,
     SlideReadError,
 )
-from histo_encoders.slide import Slide, open_slide
-from histo_encoders.synthetic import write_synthetic_slide
+from histo_encoders.slides.slide import Slide, open_slide
+from histo_encoders.tools.synthetic import write_synthetic_slide
 from tests.fixture_paths import OPENSLIDE_FIXTURES as FIXTURES
 
 
@@ -204,7 +204,7 @@ def test_a_file_nothing_can_read_is_a_slide_open_error(tmp_path):
 def test_read_scaled_in_small_strips_matches_one_strip(svs, monkeypatch):
     with open_slide(svs.path) as slide:
         whole = slide.read_scaled(4.0)
-        monkeypatch.setattr("histo_encoders.slide._STRIP_PIXELS", 256 * 12)
+        monkeypatch.setattr("histo_encoders.slides.slide._STRIP_PIXELS", 256 * 12)
         stripped = slide.read_scaled(4.0)
         level1 = slide.read_level(1)
     assert whole.shape == stripped.shape == (192, 256, 3)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from histo_encoders.errors import TargetResolutionError
-from histo_encoders.slide import SlideInfo, open_slide
-from histo_encoders.synthetic import write_synthetic_slide
-from histo_encoders.tiling import plan_tiles
-from histo_encoders.tissue import TissueSettings, boxes_to_mask, detect_tissue
+from histo_encoders.slides.slide import SlideInfo, open_slide
+from histo_encoders.slides.tiling import plan_tiles
+from histo_encoders.slides.tissue import TissueSettings, boxes_to_mask, detect_tissue
+from histo_encoders.tools.synthetic import write_synthetic_slide
 
 
 def _info(mpp: float, width: int = 20000, height: int = 15000, downsamples=(1, 4, 16)) -> SlideInfo:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from histo_encoders.slide import open_slide
-from histo_encoders.synthetic import write_synthetic_slide
-from histo_encoders.tissue import (
+from histo_encoders.slides.slide import open_slide
+from histo_encoders.slides.tissue import (
     TissueMask,
     TissueSettings,
     boxes_to_mask,
@@ -15,6 +14,7 @@ from histo_encoders.tissue import (
     otsu_threshold,
     tissue_fraction,
 )
+from histo_encoders.tools.synthetic import write_synthetic_slide
 
 BOX = (512, 384, 1536, 1152)
 

@@ -8,8 +8,8 @@ import os
 import pytest
 import timm
 
-from histo_encoders.benchmark import BenchmarkOptions, format_report, run_benchmark
-from histo_encoders.synthetic import write_synthetic_slide
+from histo_encoders.tools.benchmark import BenchmarkOptions, format_report, run_benchmark
+from histo_encoders.tools.synthetic import write_synthetic_slide
 
 SMALL = BenchmarkOptions(
     tile_size=32,
@@ -31,7 +31,8 @@ def slide(tmp_path_factory):
 
 
 def test_every_loader_is_measured_on_the_same_tiles(slide):
-    result = run_benchmark(slide, options=SMALL)
+    measured = run_benchmark(slide, options=SMALL)
+    result = measured.as_dict()
     loaders = result["loaders"]
     assert set(loaders) == {"tiff_reader", "openslide_loop_0_workers", "decode_floor_1_threads"}
     assert loaders["tiff_reader"]["tiles"] == loaders["openslide_loop_0_workers"]["tiles"] == 48
@@ -47,8 +48,8 @@ def test_every_loader_is_measured_on_the_same_tiles(slide):
         assert 0 < loaders[name]["cores_used"] <= (os.cpu_count() or 1) + 0.5
     json.dumps(result)  # plain data, ready to be saved next to the report
 
-    report = format_report(result)
-    assert "tiff reader, decode once (2 threads)" in report
+    report = format_report(measured)
+    assert "embed supply: tiff reader, decode once (2 threads)" in report
     assert "openslide read_region loop (0 workers)" in report
     assert "JPEG decode floor, 1 threads" in report
     assert "cores used" in report
@@ -57,7 +58,7 @@ def test_every_loader_is_measured_on_the_same_tiles(slide):
 def test_model_only_and_end_to_end_are_reported_with_their_ratio(slide):
     model = timm.create_model("test_resnet", pretrained=False, num_classes=0)
     result = run_benchmark(slide, model=model, options=SMALL)
-    measured = result["model"]
+    measured = result.as_dict()["model"]
     assert measured["tiles"] == 32
     assert measured["reader"] == "tiff"
     fraction = measured["end_to_end_tiles_per_s"] / measured["model_only_tiles_per_s"]
@@ -69,10 +70,11 @@ def test_tiff_reader_batches_are_normalized_like_the_openslide_loop(slide):
     import torch
     from torchvision import transforms
 
-    from histo_encoders.benchmark import _IMAGENET_MEAN, _IMAGENET_STD
     from histo_encoders.readers import TiffReaderOptions, TiffTileReader
-    from histo_encoders.slide import open_slide
-    from histo_encoders.tiling import plan_tiles
+    from histo_encoders.slides.slide import open_slide
+    from histo_encoders.slides.tiling import plan_tiles
+    from histo_encoders.encoders import IMAGENET_MEAN as _IMAGENET_MEAN
+    from histo_encoders.encoders import IMAGENET_STD as _IMAGENET_STD
 
     with open_slide(slide) as opened:
         info = opened.info

@@ -6,7 +6,7 @@ import numpy as np
 import openslide
 import pytest
 
-from histo_encoders.synthetic import render_region, write_synthetic_slide
+from histo_encoders.tools.synthetic import render_region, write_synthetic_slide
 
 SIZE = (1024, 768)
 

@@ -209,7 +209,7 @@ def test_config_overrides_are_typed_and_typos_refused() -> None:
 
 
 def test_camelyon_config_has_the_reference_hyperparameters() -> None:
-    config = load_config(Path(__file__).parents[1] / "training/configs/moco_camelyon.yaml")
+    config = load_config(Path(__file__).parents[2] / "training/configs/moco_camelyon.yaml")
     assert (config.model.queue_size, config.model.momentum, config.model.temperature) == (
         65536,
         0.999,

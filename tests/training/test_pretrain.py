@@ -21,14 +21,14 @@ from training.config import load_config
 from training.export import export_checkpoint
 from training.pretrain import pretrain
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "training/configs/moco_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
 def slide_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two 1024 x 768 slides at 0.5 um/px with planted tissue (~60 tiles of 32 px at 1 um/px)."""
-    from histo_encoders.synthetic import write_synthetic_slide
+    from histo_encoders.tools.synthetic import write_synthetic_slide
 
     folder = tmp_path_factory.mktemp("slides")
     for seed in range(2):

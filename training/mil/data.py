@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from histo_encoders.errors import FeatureFileError
-from histo_encoders.features_io import read_features
+from histo_encoders.pipeline import read_features
 
 from .errors import EmptyBagError, MilDataError
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from histo_encoders.errors import FeatureFileError
-from histo_encoders.slide import open_slide
+from histo_encoders.slides import open_slide
 
 from .data import Bag, collate
 from .train import resolve_device

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from histo_encoders.features_io import FINGERPRINT_ATTR, write_features
+from histo_encoders.pipeline import FINGERPRINT_ATTR, write_features
 
 from .data import Bag
 

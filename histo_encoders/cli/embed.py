@@ -1,0 +1,136 @@
+"""``histo-encoders embed``: slides to feature files, resumable, under torchrun too."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from histo_encoders.cli.codes import EXIT_ERROR, EXIT_OK, EXIT_SLIDES_FAILED
+
+
+def add_commands(commands: Any) -> None:
+    """Add this module's sub-commands to the parser."""
+    _add_embed(commands)
+
+
+def _add_embed(commands: Any) -> None:
+    p = commands.add_parser(
+        "embed",
+        help="embed slides into one HDF5 feature file each",
+        description="Embed every tissue tile of each slide; one <stem>.h5 per slide in --out. "
+        "Slides whose complete output exists with the same settings are skipped (resume). "
+        "Under torchrun the slides are split between ranks.",
+    )
+    p.add_argument("slides", nargs="+", help="slide files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder for <stem>.h5 and the summary")
+    _add_encoder_options(p, default_encoder="moco-camelyon")
+    p.add_argument("--preview", action="store_true", help="also write <stem>.preview.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run_embed)
+
+
+def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | None) -> None:
+    from histo_encoders.pipeline.options import PRECISIONS, READERS, option_default
+
+    tissue = option_default("tissue")
+    p.add_argument(
+        "--encoder",
+        default=default_encoder,
+        help="registered name, hf-hub:org/name[@rev] or local folder (default: %(default)s)",
+    )
+    p.add_argument("--mpp", type=float, help="target um/px of the tiles (default: the encoder's)")
+    p.add_argument("--tile-size", type=int, help="tile side in px (default: the encoder's)")
+    p.add_argument("--slide-mpp", type=float, help="override the slide's own level-0 um/px")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=option_default("batch_size"),
+        help="tiles per batch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="OpenSlide tile reader processes (default: one per CPU, at most 8; here "
+        f"{option_default('workers')})",
+    )
+    p.add_argument(
+        "--device",
+        default=option_default("device"),
+        help="auto | cpu | cuda | cuda:N (default: %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        default=option_default("precision"),
+        choices=PRECISIONS,
+        help="auto: bf16 on a GPU, fp32 on the CPU (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-tissue",
+        type=float,
+        default=tissue.min_tissue,
+        help="tissue fraction to keep a tile (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reader",
+        default=option_default("reader"),
+        choices=READERS,
+        help="tile reader: auto picks the TIFF reader where it applies (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cpu-decode",
+        action="store_true",
+        help="on CUDA, decode JPEG tiles on the CPU instead of with nvJPEG on the GPU",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder")
+    p.add_argument(
+        "--no-channels-last", action="store_true", help="keep NCHW memory layout on the device"
+    )
+
+
+def embed_options_from_args(args: argparse.Namespace) -> Any:
+    """EmbedOptions from parsed ``embed`` arguments."""
+    from histo_encoders.pipeline.options import EmbedOptions
+    from histo_encoders.slides.tissue import TissueSettings
+
+    # Options left out on the command line keep EmbedOptions' own defaults.
+    chosen = {"workers": args.workers} if args.workers is not None else {}
+    return EmbedOptions(
+        **chosen,
+        mpp=args.mpp,
+        tile_size=args.tile_size,
+        slide_mpp=args.slide_mpp,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        channels_last=not args.no_channels_last,
+        compile=args.compile,
+        tissue=TissueSettings(min_tissue=args.min_tissue),
+        reader=args.reader,
+        gpu_decode=not args.cpu_decode,
+    )
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from histo_encoders.pipeline.run import collect_slides, embed_slides
+
+    options = embed_options_from_args(args)
+    try:
+        slides = collect_slides(args.slides)
+    except (FileNotFoundError, ValueError) as error:  # a missing input, or two same-named slides
+        print(f"histo-encoders embed: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if not slides:
+        print(f"histo-encoders embed: no slide files found in {args.slides}", file=sys.stderr)
+        return EXIT_ERROR
+    # Under torchrun, embed_slides splits the slides, waits for every rank and sums failures.
+    summary = embed_slides(
+        slides,
+        args.encoder,
+        args.out,
+        options,
+        preview=args.preview,
+        progress=not args.no_progress,
+    )
+    print(summary.format())
+    return EXIT_SLIDES_FAILED if summary.total_failed else EXIT_OK

@@ -1,0 +1,58 @@
+"""The encoder record: one frozen description of a set of weights and the conditions they expect."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Lunit's own normalization, computed on their TCGA pretraining tiles (Kang et al. 2023, github.com/lunit-io/benchmark-ssl-pathology). The hub
+# ports' config.json carries ImageNet's instead, which is why the record, not the hub file, decides.
+LUNIT_MEAN = (0.70322989, 0.53606487, 0.66096631)
+LUNIT_STD = (0.21716536, 0.26081574, 0.20723464)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """One set of encoder weights and the conditions it expects.
+
+    ``mpp`` and ``tile_size`` are what the weights were trained on: tiles are cut at that
+    resolution by default. ``mean``/``std`` are the normalization the weights expect (not always
+    ImageNet's). ``revision`` pins a hub commit and ``sha256`` the weights file; where either is
+    None the first download is recorded and later loads are checked against it.
+    """
+
+    name: str
+    architecture: str
+    num_features: int
+    tile_size: int
+    mpp: float | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    license: str
+    ssl_method: str
+    training_data: str
+    citation: str
+    description: str
+    hub_id: str | None = None
+    revision: str | None = None
+    sha256: str | None = None
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    published: bool = True
+
+    def __post_init__(self) -> None:
+        # Frozen all the way down: a record shared by every caller must not be mutated by one.
+        object.__setattr__(self, "model_args", MappingProxyType(dict(self.model_args)))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+
+    def with_updates(self, **changes: Any) -> EncoderConfig:
+        """Return a copy with ``changes`` applied (records themselves never change)."""
+        return replace(self, **changes)
