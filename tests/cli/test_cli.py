@@ -54,6 +54,7 @@ def test_help_lists_the_commands_and_embed_options(capsys):
     assert embed_help.encoder == "moco-camelyon" and embed_help.mpp is None
 
 
+@pytest.mark.integration
 def test_embed_subprocess_writes_features_and_summary(synthetic_slides, tiny_encoder_dir, tmp_path):
     slides = tmp_path / "slides"
     slides.mkdir()
@@ -116,6 +117,7 @@ def test_list_and_info_show_registered_encoders(capsys):
     assert "0.70322989" in info and "1aurent/resnet50.lunit_mocov2" in info
 
 
+@pytest.mark.integration
 def test_demo_runs_offline_and_says_its_encoder_is_untrained(tmp_path):
     started = time.perf_counter()
     result = _run("demo", "--out", str(tmp_path / "demo"), "--device", "cpu", timeout=180)

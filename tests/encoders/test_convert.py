@@ -60,6 +60,7 @@ def _lightning(source: torch.nn.Module) -> dict[str, object]:
     return {"state_dict": state, "epoch": 3}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("make", [_moco, _torchvision, _lightning], ids=lambda f: f.__name__[1:])
 def test_converted_encoder_computes_the_source_function(make, source, tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint.pth"

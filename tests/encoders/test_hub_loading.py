@@ -159,6 +159,7 @@ def _run(name: str, **env_changes: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 def test_offline_with_warm_cache_works_with_no_server(tiny_repo: dict[str, str]) -> None:
     name = f"hf-hub:histo-test/tiny@{tiny_repo['first']}"
     model = histo_encoders.load(name)
@@ -176,6 +177,7 @@ def test_offline_with_cold_cache_says_how_to_fix(tmp_path: Path) -> None:
     assert "offline" in result.stdout and "histo-encoders fetch" in result.stdout
 
 
+@pytest.mark.integration
 def test_unreachable_hub_with_cold_cache_says_how_to_fix(tmp_path: Path) -> None:
     result = _run(
         "hf-hub:histo-test/tiny", HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "e")

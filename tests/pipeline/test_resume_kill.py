@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from histo_encoders.pipeline.features import read_features
 from histo_encoders.tools.synthetic import write_synthetic_slide
@@ -40,6 +41,7 @@ def _kill_after_first_output(command: list[str], out: Path) -> None:
     process.wait()
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_encoder_dir: Path, tmp_path: Path):
     slides = [
         write_synthetic_slide(tmp_path / f"s{i}.svs", width=1536, height=1024, mpp=0.5, seed=i).path

@@ -70,11 +70,11 @@ def test_tiff_reader_batches_are_normalized_like_the_openslide_loop(slide):
     import torch
     from torchvision import transforms
 
+    from histo_encoders.encoders import IMAGENET_MEAN as _IMAGENET_MEAN
+    from histo_encoders.encoders import IMAGENET_STD as _IMAGENET_STD
     from histo_encoders.readers import TiffReaderOptions, TiffTileReader
     from histo_encoders.slides.slide import open_slide
     from histo_encoders.slides.tiling import plan_tiles
-    from histo_encoders.encoders import IMAGENET_MEAN as _IMAGENET_MEAN
-    from histo_encoders.encoders import IMAGENET_STD as _IMAGENET_STD
 
     with open_slide(slide) as opened:
         info = opened.info
