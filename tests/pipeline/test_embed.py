@@ -104,6 +104,16 @@ def test_provenance_names_encoder_weights_and_settings(synthetic_slides, tiny_en
     assert attrs["reader_details"]["decode_path"]
 
 
+def test_reader_counters_are_recorded_after_reading(synthetic_slides, tiny_encoder):
+    result = embed_slide(synthetic_slides.svs, tiny_encoder, options=CPU, reader="tiff")
+    stats = result.attrs["reader_details"]["stats"]
+    # Taken after the tiles were read: every tile delivered, every stored tile counted.
+    assert stats["tiles_delivered"] == result.n_tiles > 0
+    assert stats["stored_tiles_decoded"] > 0
+    assert result.provenance.reader.stats == stats
+    assert result.attrs["histo_encoders_version"] == histo_encoders.__version__
+
+
 def test_fingerprint_follows_settings_that_change_features(tiny_encoder):
     prepared = prepare_encoder(tiny_encoder, CPU)
     base = run_settings(prepared, CPU)
