@@ -137,10 +137,15 @@ class SlideProvenance:
         return {
             "target_mpp": float(grid.target_mpp),
             "patch_size": int(grid.tile_size),
-            "patch_size_level0": float(grid.tile_size_level0),
+            "tile_size": int(grid.tile_size),
+            # TRIDENT's readers need an int; the exact side is tile_size_level0.
+            "patch_size_level0": round(grid.tile_size_level0),
+            "tile_size_level0": float(grid.tile_size_level0),
             "level": int(grid.level),
             "read_size": int(grid.read_size),
             "level_mpp": float(grid.level_mpp),
+            "level_downsample": float(info.level_downsamples[grid.level]),
+            "level_dimensions": list(info.level_dimensions[grid.level]),
             "slide_mpp": float(info.mpp),
             "slide_mpp_source": str(info.mpp_source),
             "slide_name": self.slide.name,
