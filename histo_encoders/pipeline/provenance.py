@@ -23,7 +23,7 @@ import torch
 from histo_encoders.pipeline.features import FORMAT_VERSION
 from histo_encoders.pipeline.inference import EncoderSpec
 from histo_encoders.readers import ReaderReport
-from histo_encoders.slides import SlideInfo, TileGrid, TissueSettings
+from histo_encoders.slides import SlideInfo, TileGrid, TissueSettings, slide_file_size
 
 
 def fingerprint_of(values: Mapping[str, Any]) -> str:
@@ -44,7 +44,7 @@ class SlideIdentity:
     def of(cls, path: str | Path) -> SlideIdentity:
         """The identity of the file at ``path`` (size -1 when it does not exist)."""
         path = Path(path)
-        return cls(path.name, path.stat().st_size if path.exists() else -1)
+        return cls(path.name, slide_file_size(path) if path.exists() else -1)
 
 
 @dataclass(frozen=True)
