@@ -65,3 +65,12 @@ def test_foreign_feature_folders_benchmark_as_they_are(layout, tmp_path):
     assert len([w for w in caught if w.category is ForeignFeaturesWarning]) == 1
     record = json.loads((out / "results.json").read_text())["encoders"]["toy"]
     assert len(record["mean-pool"]["predictions"]) == 6
+
+
+def test_help_shows_every_default(capsys):
+    from training.mil.cli import build_parser
+
+    build_parser().print_help()
+    text = capsys.readouterr().out
+    for shown in ("(default: official-split)", "(default: 50)", "(default: 0)", "(default: 8)"):
+        assert shown in " ".join(text.split()), shown
