@@ -6,6 +6,10 @@ renamed over the final name, and the folder is fsync'd so the rename itself surv
 If anything fails, including an interrupt, the temporary file is removed and nothing under the
 final name changes. Two writers of the same file never share a temporary name; the last rename
 wins, whole.
+
+What is written follows the process's umask (files 0666, folders 0777, less the umask), like any
+file a user creates, whatever mode the library that wrote the temporary file chose: colleagues on
+a shared cluster read the outputs when the umask lets them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     try:
         write(temporary)
         fsync_file(temporary)
+        follow_umask(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -86,6 +91,8 @@ def swap_in_folder(staging: Path, out: str | os.PathLike[str]) -> Path:
     for file in staging.rglob("*"):
         if file.is_file():
             fsync_file(file)
+    for entry in (staging, *staging.rglob("*")):
+        follow_umask(entry)
     old = temporary_name(out) if out.exists() else None
     if old is not None:
         os.replace(out, old)
@@ -99,6 +106,22 @@ def swap_in_folder(staging: Path, out: str | os.PathLike[str]) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | os.PathLike[str]) -> None:
+    """Give ``path`` the mode a new file (0666) or folder (0777) gets under the umask."""
+    path = Path(path)
+    if path.is_symlink():
+        return
+    base = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:

@@ -148,11 +148,25 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Pretr
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw = _read_yaml(shipped_config(path))
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value)
     return _build(PretrainConfig, raw, "")
+
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_config(path: str | Path) -> Path:
+    """``path``, or a config shipped with the package by name (``moco_camelyon`` or
+    ``moco_camelyon.yaml``) when no such file exists: installed, there is no checkout to
+    point into."""
+    path = Path(path)
+    if path.exists():
+        return path
+    shipped = SHIPPED_CONFIGS / (path.name if path.suffix else f"{path.name}.yaml")
+    return shipped if shipped.is_file() else path
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

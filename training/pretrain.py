@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.pretrain", description="MoCo v2 pretraining on histology tiles."
     )
-    parser.add_argument("--config", type=Path, help="YAML config (training/configs/*.yaml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML config file, or the name of a shipped one: moco_camelyon, moco_tiny",
+    )
     parser.add_argument("overrides", nargs="*", help="key.sub=value, e.g. run.out=runs/x")
     return parser
 

@@ -23,7 +23,13 @@ from torch import nn
 from histo_encoders.pipeline import EmbedOptions, collect_slides, embed_slides
 
 from .mil.benchmark import print_outputs, run_models, write_outputs
-from .mil.cli import add_benchmark_arguments, options_by_model, protocol_options, train_options
+from .mil.cli import (
+    HelpFormatter,
+    add_benchmark_arguments,
+    options_by_model,
+    protocol_options,
+    train_options,
+)
 from .mil.data import Bag, LabelTable, load_bags, read_labels
 from .mil.errors import EmbeddingRunError, MilDataError
 from .mil.heatmap import heatmap_for_slide
@@ -55,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.reproduce",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--slides", type=Path, required=True, help="folder of slide files")
     parser.add_argument("--labels", type=Path, required=True, help="CSV: slide_id,label,...")

@@ -25,6 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="histo-encoders",
         description="Histology tile encoders and whole-slide embedding.",
     )
+    from histo_encoders import __version__
+
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="show the version"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     embed.add_commands(commands)
     tools.add_commands(commands)

@@ -22,9 +22,19 @@ def _add_embed(commands: Any) -> None:
         "Slides whose complete output exists with the same settings are skipped (resume). "
         "Under torchrun the slides are split between ranks.",
     )
-    p.add_argument("slides", nargs="+", help="slide files or folders (searched recursively)")
+    p.add_argument(
+        "slides",
+        nargs="+",
+        help="slide files or folders, searched recursively (the --out folder and our own "
+        "outputs are skipped; a folder of .dcm files is one DICOM slide)",
+    )
     p.add_argument("--out", required=True, help="output folder for <stem>.h5 and the summary")
-    _add_encoder_options(p, default_encoder="moco-camelyon")
+    _add_encoder_options(p, default_encoder=None)
+    p.add_argument(
+        "--pt-files",
+        action="store_true",
+        help="also write CLAM's training layout: <out>/pt_files/<stem>.pt, the (N, D) tensor",
+    )
     p.add_argument("--preview", action="store_true", help="also write <stem>.preview.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_embed)
@@ -37,11 +47,25 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
     p.add_argument(
         "--encoder",
         default=default_encoder,
-        help="registered name, hf-hub:org/name[@rev] or local folder (default: %(default)s)",
+        help="registered name (`histo-encoders list`), hf-hub:org/name[@rev], or a local "
+        "folder (ours, or any timm save_for_hf folder)"
+        + (" (default: %(default)s)" if default_encoder else "; required"),
     )
-    p.add_argument("--mpp", type=float, help="target um/px of the tiles (default: the encoder's)")
+    p.add_argument(
+        "--mpp",
+        type=float,
+        help="target um/px of the tiles (default: the encoder's; needed for folders that "
+        "do not record it)",
+    )
     p.add_argument("--tile-size", type=int, help="tile side in px (default: the encoder's)")
-    p.add_argument("--slide-mpp", type=float, help="override the slide's own level-0 um/px")
+    p.add_argument(
+        "--slide-mpp",
+        metavar="MPP_OR_CSV",
+        type=_mpp_or_csv,
+        help="the slides' level-0 um/px, over what the files record: one number, or a CSV "
+        "with a slide and an mpp column (slide,mpp; TRIDENT's wsi,mpp and slide2vec's "
+        "image_path,spacing_at_level_0 are read too)",
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -88,6 +112,14 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
     )
 
 
+def _mpp_or_csv(text: str) -> float | str:
+    """``--slide-mpp``: a number, or the path of a CSV of per-slide values."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def embed_options_from_args(args: argparse.Namespace) -> Any:
     """EmbedOptions from parsed ``embed`` arguments."""
     from histo_encoders.pipeline.options import EmbedOptions
@@ -99,7 +131,7 @@ def embed_options_from_args(args: argparse.Namespace) -> Any:
         **chosen,
         mpp=args.mpp,
         tile_size=args.tile_size,
-        slide_mpp=args.slide_mpp,
+        slide_mpp=args.slide_mpp if isinstance(args.slide_mpp, float) else None,
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
@@ -112,12 +144,17 @@ def embed_options_from_args(args: argparse.Namespace) -> Any:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    from histo_encoders.pipeline.run import collect_slides, embed_slides
+    from histo_encoders.pipeline.inputs import collect_slides, read_slide_mpps
+    from histo_encoders.pipeline.run import embed_slides
 
+    if args.encoder is None:
+        print(_encoder_required(), file=sys.stderr)
+        return EXIT_ERROR
     options = embed_options_from_args(args)
     try:
-        slides = collect_slides(args.slides)
-    except (FileNotFoundError, ValueError) as error:  # a missing input, or two same-named slides
+        slides = collect_slides(args.slides, exclude=[args.out])
+        slide_mpps = read_slide_mpps(args.slide_mpp) if isinstance(args.slide_mpp, str) else {}
+    except (OSError, ValueError) as error:  # a missing input or CSV, or two same-named slides
         print(f"histo-encoders embed: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     if not slides:
@@ -131,6 +168,19 @@ def _run_embed(args: argparse.Namespace) -> int:
         options,
         preview=args.preview,
         progress=not args.no_progress,
+        pt_files=args.pt_files,
+        slide_mpps=slide_mpps,
     )
     print(summary.format())
     return EXIT_SLIDES_FAILED if summary.total_failed else EXIT_OK
+
+
+def _encoder_required() -> str:
+    from histo_encoders.encoders.registry import get_config, list_encoders
+
+    published = [name for name in list_encoders() if get_config(name).published]
+    return (
+        "histo-encoders embed: error: choose an encoder with --encoder: a published one ("
+        + ", ".join(published)
+        + "), hf-hub:org/name, or a local encoder folder. `histo-encoders list` describes them."
+    )

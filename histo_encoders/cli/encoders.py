@@ -34,7 +34,7 @@ def _run_list(args: argparse.Namespace) -> int:
 
 def _add_info(commands: Any) -> None:
     p = commands.add_parser("info", help="show everything recorded about an encoder")
-    p.add_argument("name")
+    p.add_argument("name", help="registered encoder name or alias")
     p.set_defaults(handler=_run_info)
 
 
@@ -54,7 +54,7 @@ def _run_info(args: argparse.Namespace) -> int:
 
 def _add_fetch(commands: Any) -> None:
     p = commands.add_parser("fetch", help="download and verify an encoder's weights into the cache")
-    p.add_argument("name")
+    p.add_argument("name", help="registered encoder name or alias, or hf-hub:org/name")
     p.add_argument("--revision", help="hub commit to fetch instead of the pinned one")
     p.set_defaults(handler=_run_fetch)
 
@@ -69,22 +69,73 @@ def _run_fetch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# `convert --layout` choices; the convert tests check they are encoders.convert.LAYOUTS (that
+# module loads torch, and `--help` must not).
+LAYOUT_CHOICES = ("auto", "moco", "moco-v3", "lightning", "torchvision")
+
+
+def _add_card_options(p: argparse.ArgumentParser) -> None:
+    """What the model card says that the weights cannot; never borrowed from another record."""
+    p.add_argument(
+        "--license",
+        help="licence of the weights: a hub id (apache-2.0, cc-by-nc-4.0, ...) or a name "
+        "(written as `other`); default: unknown, and the card says so",
+    )
+    p.add_argument("--description", help="one paragraph for the model card")
+    p.add_argument(
+        "--training-data",
+        help="what the weights were trained on (default: unknown, and the card says so)",
+    )
+    p.add_argument("--citation", help="how to cite the weights (default: none given)")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="HUB_DATASET_ID",
+        help="hub dataset id of the training data, for the card's `datasets` (repeatable)",
+    )
+
+
+def _card_text(args: argparse.Namespace) -> Any:
+    from histo_encoders.encoders.publish import CardText
+
+    return CardText(
+        license=args.license,
+        description=args.description,
+        training_data=args.training_data,
+        citation=args.citation,
+        datasets=tuple(args.dataset),
+    )
+
+
 def _add_publish(commands: Any) -> None:
     p = commands.add_parser(
-        "publish", help="export a training checkpoint as an encoder folder (and push it)"
+        "publish",
+        help="export a training checkpoint as an encoder folder (and push it)",
+        description="Write an encoder folder (config.json, model.safetensors, model card) from "
+        "a checkpoint written by training/. Licence, description, training data and citation "
+        "come from the flags, else from the checkpoint, else the card says they are unknown.",
     )
     p.add_argument("src", help="checkpoint written by training/")
     p.add_argument("--name", required=True, help="encoder name")
     p.add_argument("--out", required=True, help="encoder folder to write")
     p.add_argument("--push", metavar="ORG/REPO", help="also upload the folder to the hub")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    _add_card_options(p)
     p.set_defaults(handler=_run_publish)
 
 
 def _run_publish(args: argparse.Namespace) -> int:
     from histo_encoders.encoders.publish import publish_checkpoint, push_to_hub
 
-    folder = publish_checkpoint(args.src, args.out, name=args.name, overwrite=args.overwrite)
+    folder = publish_checkpoint(
+        args.src,
+        args.out,
+        name=args.name,
+        overwrite=args.overwrite,
+        card=_card_text(args),
+        hub_id=args.push,
+    )
     print(f"encoder folder: {folder}")
     if args.push:
         commit = push_to_hub(folder, args.push)
@@ -94,7 +145,12 @@ def _run_publish(args: argparse.Namespace) -> int:
 
 def _add_convert(commands: Any) -> None:
     p = commands.add_parser(
-        "convert", help="convert a foreign checkpoint (MoCo, torchvision, Lightning) to a folder"
+        "convert",
+        help="convert a foreign checkpoint (MoCo, torchvision, Lightning) to a folder",
+        description="Convert a checkpoint to an encoder folder. With --like, the new encoder "
+        "shares a registered one's architecture, tile resolution and normalization, and "
+        "nothing else: its licence, description, training data and citation come from the "
+        "flags, or the card says they are unknown.",
     )
     p.add_argument("src", help="checkpoint file")
     p.add_argument("--out", required=True, help="encoder folder to write")
@@ -102,21 +158,38 @@ def _add_convert(commands: Any) -> None:
     p.add_argument(
         "--like", help="registered encoder whose architecture/mpp/normalization --name shares"
     )
-    p.add_argument("--layout", default="auto", help="checkpoint layout (default: detect)")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=LAYOUT_CHOICES,
+        help="checkpoint layout: moco (facebookresearch/moco v1/v2), moco-v3, lightning "
+        "(solo-learn, lightly), torchvision (plain ResNet keys, Lunit); auto detects it "
+        "(default: %(default)s)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    _add_card_options(p)
     p.set_defaults(handler=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from histo_encoders.encoders.convert import convert_checkpoint
+    from histo_encoders.encoders.publish import config_like
     from histo_encoders.encoders.registry import get_config
 
+    card = _card_text(args)
     if args.like:
-        config = get_config(args.like).with_updates(
-            name=args.name, aliases=(), hub_id=None, revision=None, sha256=None, published=True
-        )
+        config = config_like(args.like, args.name, card=card)
     else:
+        # The record's own weights: its texts hold, except a "not yet published" description.
         config = get_config(args.name)
+        if not config.published and card.description is None:
+            card = replace(
+                card, description=f"{config.name}: {config.ssl_method} {config.architecture}."
+            )
+        given = {k: v for k, v in vars(card).items() if v not in (None, ())}
+        config = config.with_updates(published=True, **given)
     folder = convert_checkpoint(
         args.src, args.out, config, layout=args.layout, overwrite=args.overwrite
     )

@@ -23,7 +23,9 @@ def _add_demo(commands: Any) -> None:
     )
     p.add_argument("--out", default="histo-encoders-demo", help="folder (default: %(default)s)")
     p.add_argument("--encoder", help="a real encoder to use instead of the untrained demo one")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)"
+    )
     p.set_defaults(handler=_run_demo)
 
 
@@ -52,8 +54,15 @@ def _add_benchmark(commands: Any) -> None:
     p.add_argument("--model-tiles", type=int, default=256, help="tiles for the model columns")
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement (best shown)")
     p.add_argument("--threads", type=int, default=0, help="TIFF reader threads (0: all CPUs)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)"
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="auto: bf16 on a GPU, fp32 on the CPU (default: %(default)s)",
+    )
     p.add_argument("--json", help="also write the full result to this JSON file")
     p.set_defaults(handler=_run_benchmark)
 

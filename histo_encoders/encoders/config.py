@@ -45,6 +45,7 @@ class EncoderConfig:
     model_args: Mapping[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     published: bool = True
+    datasets: tuple[str, ...] = ()  # hub dataset ids of the training data, for model cards
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a record shared by every caller must not be mutated by one.
@@ -52,6 +53,7 @@ class EncoderConfig:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(self, "datasets", tuple(self.datasets))
 
     def with_updates(self, **changes: Any) -> EncoderConfig:
         """Return a copy with ``changes`` applied (records themselves never change)."""

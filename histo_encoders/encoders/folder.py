@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from histo_encoders.encoders.config import EncoderConfig
+from histo_encoders.encoders.config import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
 from histo_encoders.errors import ConfigError
 
 METADATA_KEY = "histo_encoders"
@@ -26,6 +26,12 @@ _METADATA_FIELDS = (
     "citation",
     "description",
     "aliases",
+    "datasets",
+)
+# How to record what a plain timm folder lacks, in the words of the error messages.
+HOW_TO_ADD_METADATA = (
+    'add it to the folder\'s config.json as a top-level "histo_encoders": {"mpp": 0.5, '
+    '"tile_size": 224} (timm ignores that key)'
 )
 
 
@@ -77,40 +83,66 @@ def to_config_json(config: EncoderConfig, *, weights_sha256: str | None = None) 
 
 
 def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderConfig:
-    """Rebuild an EncoderConfig from a ``config.json`` (ours, or a plain timm one).
+    """Rebuild an EncoderConfig from a ``config.json``: ours, or any one timm loads.
 
-    A plain timm config has no histology metadata: mpp is then None and must be given when
-    embedding slides. Raises ConfigError when required timm fields are missing.
+    A folder written by timm's ``save_for_hf`` (or any timm hub repo) has no histology metadata:
+    mpp is then None and must be given when embedding (``--mpp``), the tile size is timm's
+    ``input_size``, and ``num_classes`` / a classifier head are ignored (encoders give pooled
+    features). timm's older layout, with the ``pretrained_cfg`` fields at the top level, is read
+    too; normalization missing from the file is the architecture's timm default, as timm does.
+    Raises ConfigError when even the architecture is missing.
     """
-    try:
-        architecture = document["architecture"]
-        cfg = document["pretrained_cfg"]
-        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
-        input_size = cfg["input_size"]
-    except (KeyError, TypeError) as error:
+    if not isinstance(document, dict) or not isinstance(document.get("architecture"), str):
         raise ConfigError(
-            f"config.json lacks the timm field {error}: it needs 'architecture' and "
-            "'pretrained_cfg' with 'mean', 'std' and 'input_size'. Re-export the encoder with "
-            "`histo-encoders publish` or `histo-encoders convert`."
-        ) from error
-    meta = document.get(METADATA_KEY, {})
+            "config.json has no 'architecture': it is not a timm model folder. Create one with "
+            "`histo-encoders convert`, `histo-encoders publish` or timm's save_for_hf."
+        )
+    architecture = document["architecture"]
+    cfg = document.get("pretrained_cfg")
+    if not isinstance(cfg, dict):
+        cfg = document  # timm's older config.json: pretrained_cfg fields at the top level
+    defaults = _timm_defaults(architecture)
+    mean = tuple(cfg.get("mean") or defaults.get("mean") or IMAGENET_MEAN)
+    std = tuple(cfg.get("std") or defaults.get("std") or IMAGENET_STD)
+    input_size = cfg.get("input_size") or defaults.get("input_size") or (3, 224, 224)
+    meta = document.get(METADATA_KEY) or {}
+    model_args = {k: v for k, v in (document.get("model_args") or {}).items() if k != "num_classes"}
+    plain = METADATA_KEY not in document
+    description = meta.get("description") or (
+        f"timm model folder {default_name}: it records no histology metadata (mpp, tile size); "
+        f"give --mpp / --tile-size when embedding, or {HOW_TO_ADD_METADATA}"
+        if plain
+        else f"encoder loaded from {default_name}"
+    )
     return EncoderConfig(
         name=meta.get("name", default_name),
         architecture=architecture,
         num_features=int(document.get("num_features") or 0),
-        tile_size=int(meta.get("tile_size", input_size[-1])),
+        tile_size=int(meta.get("tile_size") or input_size[-1]),
         mpp=meta.get("mpp"),
         mean=mean,
         std=std,
-        license=cfg.get("license", "unknown"),
+        license=cfg.get("license") or "unknown",
         ssl_method=meta.get("ssl_method", "unknown"),
         training_data=meta.get("training_data", "unknown"),
         citation=meta.get("citation", ""),
-        description=meta.get("description", f"encoder loaded from {default_name}"),
+        description=description,
         hub_id=cfg.get("hf_hub_id"),
         sha256=meta.get("weights_sha256"),
-        interpolation=cfg.get("interpolation", "bicubic"),
-        crop_pct=float(cfg.get("crop_pct", 1.0)),
-        model_args=document.get("model_args", {}),
+        interpolation=cfg.get("interpolation") or defaults.get("interpolation") or "bicubic",
+        crop_pct=float(cfg.get("crop_pct", 1.0) if not plain else 1.0),
+        model_args=model_args,
         aliases=tuple(meta.get("aliases", ())),
+        datasets=tuple(meta.get("datasets", ())),
     )
+
+
+def _timm_defaults(architecture: str) -> dict[str, Any]:
+    """timm's default pretrained_cfg of ``architecture`` (empty when timm has none)."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(architecture)
+    except Exception:  # unknown to this timm version: build_model says so clearly
+        return {}
+    return cfg.to_dict() if cfg is not None else {}

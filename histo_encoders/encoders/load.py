@@ -163,8 +163,18 @@ def _verify_hub_weights(
     )
 
 
+# timm's save_for_hf writes pytorch_model.bin unless asked for safetensors; both load.
+_LOCAL_WEIGHTS = (hub.WEIGHTS_NAME, "pytorch_model.bin")
+
+
+def _local_weights(folder: Path) -> Path:
+    return next(
+        (folder / n for n in _LOCAL_WEIGHTS if (folder / n).is_file()), folder / hub.WEIGHTS_NAME
+    )
+
+
 def _fetch_local(path: Path) -> FetchedEncoder:
-    folder, weights = (path, path / hub.WEIGHTS_NAME) if path.is_dir() else (path.parent, path)
+    folder, weights = (path, _local_weights(path)) if path.is_dir() else (path.parent, path)
     config_path = folder / hub.CONFIG_NAME
     if not config_path.is_file():
         raise ConfigError(
@@ -172,7 +182,9 @@ def _fetch_local(path: Path) -> FetchedEncoder:
             "Create the folder with `histo-encoders convert` or `histo-encoders publish`."
         )
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: expected the weights as model.safetensors")
+        raise FileNotFoundError(
+            f"{weights} not found: expected the weights as {' or '.join(_LOCAL_WEIGHTS)}"
+        )
     config = folder_format.from_config_json(_read_json(config_path), default_name=folder.name)
     if config.sha256:
         sha256 = hub.verify_file(weights, config.sha256, str(config_path))
@@ -218,14 +230,39 @@ def build_model(config: EncoderConfig) -> torch.nn.Module:
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file. Raises CorruptWeightsError for a truncated or foreign file."""
+    """Read a safetensors file (or timm's ``pytorch_model.bin``, with ``weights_only=True``).
+
+    Raises CorruptWeightsError for a truncated or foreign file.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if path.suffix == ".bin":
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+            raise CorruptWeightsError(str(path), str(error)) from error
+        if not isinstance(state, dict):
+            raise CorruptWeightsError(str(path), f"holds a {type(state).__name__}, not weights")
+        return state
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CorruptWeightsError(str(path), str(error)) from error
+
+
+def _classifier_keys(architecture: str) -> frozenset[str]:
+    """The weight and bias of ``architecture``'s classification head, as timm names them
+    (``head`` for ViTs, ``fc`` for ResNets): a folder saved with ``num_classes`` carries it."""
+    import timm
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(architecture)
+    except Exception:
+        return frozenset()
+    heads = getattr(cfg, "classifier", None) or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    return frozenset(f"{head}.{p}" for head in heads for p in ("weight", "bias"))
 
 
 def load_weights_strictly(
@@ -237,7 +274,7 @@ def load_weights_strictly(
     Raises WeightsMismatchError otherwise.
     """
     expected = model.state_dict()
-    dropped = set(state) & _DROPPABLE_HEAD - set(expected)
+    dropped = set(state) & (_DROPPABLE_HEAD | _classifier_keys(config.architecture)) - set(expected)
     state = {k: v for k, v in state.items() if k not in dropped}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -1,63 +1,85 @@
-"""Model cards: Hugging Face YAML front matter plus the facts a pathologist's pipeline needs."""
+"""Model cards: Hugging Face front matter (written by huggingface_hub's own card classes, so the
+hub and ``ModelCard.load`` parse it) plus the facts a pathologist's pipeline needs.
+
+What the weights cannot tell (licence, training data, citation) is said plainly when it is not
+known, never borrowed from another record.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from histo_encoders.encoders.config import EncoderConfig
 
-# Licence ids the hub knows; anything else is written as `other` with its name.
-_HUB_LICENSES = {
-    "apache-2.0",
-    "mit",
-    "bsd-3-clause",
-    "cc-by-4.0",
-    "cc-by-nc-4.0",
-    "cc-by-nc-nd-4.0",
+# Licence ids the hub knows (https://huggingface.co/docs/hub/repositories-licenses, those our
+# encoders use); anything else is written as `other` with its name and a link to its terms.
+HUB_LICENSES = frozenset(
+    {
+        "apache-2.0",
+        "mit",
+        "bsd-3-clause",
+        "cc-by-4.0",
+        "cc-by-sa-4.0",
+        "cc-by-nc-4.0",
+        "cc-by-nc-sa-4.0",
+        "cc-by-nc-nd-4.0",
+        "openrail",
+        "unknown",
+    }
+)
+# Where the terms of licences the hub does not know are published.
+LICENSE_LINKS = {
+    "lunit-non-commercial": "https://github.com/lunit-io/benchmark-ssl-pathology/blob/main/LICENSE",
 }
+# Without a known link, the card's own licence section says what is known.
+CARD_LICENSE_SECTION = "README.md#licence"
+UNKNOWN = "unknown"
+TAGS = ("timm", "histology", "pathology", "image-feature-extraction", "histo-encoders")
+
+
+def card_data(config: EncoderConfig) -> Any:
+    """The card's front matter as huggingface_hub's ``ModelCardData``."""
+    from huggingface_hub import ModelCardData
+
+    license_fields: dict[str, str] = {"license": config.license}
+    if config.license not in HUB_LICENSES:
+        license_fields = {
+            "license": "other",
+            "license_name": _license_name(config.license),
+            "license_link": LICENSE_LINKS.get(config.license, CARD_LICENSE_SECTION),
+        }
+    return ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-feature-extraction",
+        tags=list(TAGS),
+        datasets=list(config.datasets) or None,
+        **license_fields,
+    )
 
 
 def front_matter(config: EncoderConfig) -> dict[str, object]:
-    """The card's YAML front matter as a dict (also what tests compare with the registry)."""
-    meta: dict[str, object] = {"library_name": "timm"}
-    if config.license in _HUB_LICENSES:
-        meta["license"] = config.license
-    else:
-        meta["license"] = "other"
-        meta["license_name"] = config.license
-    meta["pipeline_tag"] = "image-feature-extraction"
-    meta["tags"] = ["timm", "histology", "pathology", "image-feature-extraction", "histo-encoders"]
-    return meta
-
-
-def _yaml(meta: dict[str, object]) -> str:
-    lines = []
-    for key, value in meta.items():
-        if isinstance(value, list):
-            lines.append(f"{key}:")
-            lines.extend(f"- {item}" for item in value)
-        else:
-            lines.append(f"{key}: {value}")
-    return "\n".join(lines)
+    """The card's front matter as a dict (what ``ModelCard.load(...).data.to_dict()`` gives)."""
+    return card_data(config).to_dict()
 
 
 def render_card(
     config: EncoderConfig, *, weights_sha256: str | None = None, notes: str = ""
 ) -> str:
     """Markdown model card for ``config``; ``notes`` (training details, results) is appended."""
-    hub = f"hf-hub:{config.hub_id}" if config.hub_id else "path/to/this/folder"
     mpp = f"{config.mpp} um/px" if config.mpp else "not recorded: give --mpp when embedding"
     rows = [
         ("architecture", f"timm `{config.architecture}`" + _model_args(config)),
         ("features", f"{config.num_features}-d, global average pooled"),
         ("tiles", f"{config.tile_size} px at {mpp}"),
         ("normalization", f"mean {list(config.mean)}, std {list(config.std)}"),
-        ("self-supervision", config.ssl_method),
-        ("training data", config.training_data),
-        ("licence", config.license),
+        ("self-supervision", _known(config.ssl_method)),
+        ("training data", _known(config.training_data)),
+        ("licence", _known(config.license)),
         ("weights sha256", weights_sha256 or config.sha256 or "recorded at first download"),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     body = f"""---
-{_yaml(front_matter(config))}
+{card_data(config).to_yaml()}
 ---
 # {config.name}
 
@@ -68,18 +90,53 @@ def render_card(
 {table}
 
 ## How to load
-```python
-import histo_encoders
-model = histo_encoders.load("{config.name}")  # timm model, eval mode, pooled features
-transform = histo_encoders.get_transform(model)  # this encoder's own normalization
-```
-Without histo-encoders: `timm.create_model("{hub}", pretrained=True)`.
-Cut tiles at {mpp} and {config.tile_size} px: `histo-encoders embed SLIDE --encoder {config.name}`.
+{_usage(config)}
+
+## Licence
+{_licence_text(config)}
 
 ## Citation
-{config.citation or "None given."}
+{config.citation or "None given: the authors of these weights did not say how to cite them."}
 """
     return body + (f"\n{notes.strip()}\n" if notes.strip() else "")
+
+
+def _usage(config: EncoderConfig) -> str:
+    """Loading lines; a folder without a hub id is loaded from its path (timm's local-dir:)."""
+    if config.hub_id:
+        name, timm_id = config.name, f"hf-hub:{config.hub_id}"
+    else:
+        name, timm_id = "path/to/this/folder", "local-dir:path/to/this/folder"
+    return f"""```python
+import histo_encoders
+model = histo_encoders.load("{name}")  # timm model, eval mode, pooled features
+transform = histo_encoders.get_transform(model)  # this encoder's own normalization
+```
+Without histo-encoders: `timm.create_model("{timm_id}", pretrained=True, num_classes=0)`.
+Cut tiles at {f"{config.mpp} um/px" if config.mpp else "the resolution you give with --mpp"} and \
+{config.tile_size} px: `histo-encoders embed SLIDE --encoder {name}`."""
+
+
+def _licence_text(config: EncoderConfig) -> str:
+    if config.license == UNKNOWN or not config.license:
+        return (
+            "Unknown: whoever wrote this folder did not state the licence of these weights. "
+            "Ask their authors before using them."
+        )
+    link = LICENSE_LINKS.get(config.license)
+    return f"{config.license}" + (f": terms at {link}" if link else ".")
+
+
+def _known(value: str) -> str:
+    return (
+        value if value and value != UNKNOWN else "unknown (not stated when this folder was written)"
+    )
+
+
+def _license_name(license_text: str) -> str:
+    # The hub expects an id-like name: lower case words joined by dashes.
+    words = "".join(c if c.isalnum() else " " for c in license_text.lower()).split()
+    return "-".join(words)[:64] or UNKNOWN
 
 
 def _model_args(config: EncoderConfig) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from histo_encoders.encoders import hub
 from histo_encoders.encoders.config import EncoderConfig
 from histo_encoders.encoders.folder import to_config_json
 from histo_encoders.encoders.load import build_model, load_weights_strictly
-from histo_encoders.encoders.model_card import render_card
+from histo_encoders.encoders.model_card import UNKNOWN, render_card
 from histo_encoders.encoders.registry import get_config, is_registered
 from histo_encoders.errors import CheckpointLayoutError
 
@@ -105,15 +106,19 @@ def publish_checkpoint(
     *,
     name: str,
     overwrite: bool = False,
+    card: CardText | None = None,
+    hub_id: str | None = None,
 ) -> Path:
     """Export an encoder checkpoint (see the module docstring) as an encoder folder ``name``.
 
-    A registered ``name`` keeps its record (hub id, citation, licence) with the checkpoint's
-    training conditions applied, and is marked published. Raises CheckpointLayoutError when
-    the file is not an encoder checkpoint.
+    The facts (architecture, tile size, mpp, normalization) come from the checkpoint; licence,
+    description, training data and citation from ``card``, else the checkpoint's own meta, else
+    they are stated as unknown, never borrowed from a registered record of the same name.
+    ``hub_id`` is where the folder will be pushed (its card's loading line). Raises
+    CheckpointLayoutError when the file is not an encoder checkpoint.
     """
     state_dict, meta = read_encoder_checkpoint(checkpoint)
-    config = config_from_meta(name, meta)
+    config = config_from_meta(name, meta, card=card, hub_id=hub_id)
     notes = meta.get("card_notes", "")
     return export_encoder(out_dir, state_dict, config, card_notes=notes, overwrite=overwrite)
 
@@ -142,23 +147,94 @@ def encoder_checkpoint_entries(
     return {ENCODER_WEIGHTS_KEY: dict(state_dict), ENCODER_META_KEY: dict(meta)}
 
 
-def config_from_meta(name: str, meta: Mapping[str, Any]) -> EncoderConfig:
-    """EncoderConfig for a trained encoder: the registered record if any, updated from ``meta``."""
+@dataclass(frozen=True)
+class CardText:
+    """What a model card says that the weights cannot: given by whoever writes the folder
+    (``--license``, ``--description``, ``--training-data``, ``--citation``); None = not given."""
+
+    license: str | None = None
+    description: str | None = None
+    training_data: str | None = None
+    citation: str | None = None
+    datasets: tuple[str, ...] = ()
+
+    def apply(
+        self, config: EncoderConfig, *, fallback: Mapping[str, Any] | None = None
+    ) -> EncoderConfig:
+        """``config`` with these texts; each missing one from ``fallback`` (a checkpoint's meta)
+        or stated as unknown. Nothing is kept from ``config``'s own texts."""
+        fallback = fallback or {}
+
+        def pick(key: str, unknown: str) -> str:
+            given = getattr(self, key)
+            return str(given if given is not None else fallback.get(key) or unknown)
+
+        return config.with_updates(
+            license=pick("license", UNKNOWN),
+            training_data=pick("training_data", UNKNOWN),
+            citation=pick("citation", ""),
+            description=pick(
+                "description",
+                f"{config.name}: {config.architecture} encoder weights; nobody has described "
+                "them yet (give --description).",
+            ),
+            datasets=self.datasets or tuple(fallback.get("datasets") or ()),
+        )
+
+
+def config_from_meta(
+    name: str,
+    meta: Mapping[str, Any],
+    *,
+    card: CardText | None = None,
+    hub_id: str | None = None,
+) -> EncoderConfig:
+    """EncoderConfig for a trained encoder from its checkpoint's ``meta``.
+
+    The facts come from ``meta``; a registered ``name`` fills only facts ``meta`` lacks (its
+    architecture, tiling and normalization). Licence, description, training data and citation
+    come from ``card``, else ``meta``, else say they are unknown (see :class:`CardText`).
+    Raises CheckpointLayoutError when a fact is missing everywhere.
+    """
     facts = ("architecture", "model_args", "num_features", "tile_size", "mpp", "mean", "std")
-    fields = {key: meta[key] for key in (*facts, "training_data", "ssl_method") if key in meta}
+    fields = {key: meta[key] for key in facts if key in meta}
     if is_registered(name):
-        return get_config(name).with_updates(published=True, **fields)
+        record = get_config(name)
+        fields = {key: getattr(record, key) for key in facts} | fields
     required = ("architecture", "tile_size", "mpp", "mean", "std", "num_features")
     missing = [key for key in required if key not in fields]
     if missing:
         raise CheckpointLayoutError(f"encoder_meta lacks {missing}; cannot describe {name!r}")
-    return EncoderConfig(
+    config = EncoderConfig(
         name=name,
-        license=meta.get("license", "unknown"),
-        citation=meta.get("citation", ""),
-        description=meta.get("description", f"{name}: encoder trained with histo-encoders"),
-        **{"training_data": "unknown", "ssl_method": "MoCo v2", **fields},
+        license=UNKNOWN,
+        citation="",
+        description="",
+        training_data=UNKNOWN,
+        ssl_method=str(meta.get("ssl_method") or "MoCo v2"),
+        hub_id=hub_id,
+        **fields,
     )
+    return (card or CardText()).apply(config, fallback=meta)
+
+
+def config_like(
+    like: str, name: str, *, card: CardText | None = None, hub_id: str | None = None
+) -> EncoderConfig:
+    """A new encoder ``name`` with the architecture, tiling and normalization of the registered
+    ``like``, and none of its texts: licence, description, training data, citation and its
+    publication state come from ``card`` or are stated as unknown."""
+    config = get_config(like).with_updates(
+        name=name,
+        aliases=(),
+        hub_id=hub_id,
+        revision=None,
+        sha256=None,
+        published=True,
+        ssl_method=UNKNOWN,
+        datasets=(),
+    )
+    return (card or CardText()).apply(config)
 
 
 def push_to_hub(folder: str | os.PathLike[str], repo_id: str, *, private: bool = False) -> str:

@@ -86,6 +86,7 @@ RECORDS: tuple[EncoderConfig, ...] = (
         license="bsd-3-clause",
         ssl_method="supervised (ImageNet-1k classification)",
         training_data="ImageNet-1k (natural images; no histology)",
+        datasets=("ILSVRC/imagenet-1k",),
         citation=HE_2016,
         description=(
             "torchvision's original ImageNet ResNet-50 (timm resnet50.tv_in1k): the baseline "

@@ -106,9 +106,12 @@ def target_geometry(prepared: PreparedEncoder, options: EmbedOptions) -> tuple[f
     mpp = options.mpp if options.mpp is not None else spec.mpp
     tile_size = options.tile_size if options.tile_size is not None else spec.tile_size
     if mpp is None:
+        from histo_encoders.encoders.folder import HOW_TO_ADD_METADATA
+
         raise ConfigError(
-            f"Encoder {spec.name!r} does not record the resolution it was trained at: give the "
-            "target resolution with --mpp (Python: mpp=0.5), in microns per pixel."
+            f"Encoder {spec.name!r} does not record the resolution (microns per pixel) its "
+            "tiles should have, e.g. a folder written by timm's save_for_hf: give --mpp "
+            f"(Python: mpp=0.5), or {HOW_TO_ADD_METADATA}."
         )
     if tile_size is None:
         raise ConfigError(
@@ -145,11 +148,13 @@ def embed_prepared(
     settings: RunSettings | None = None,
     preview_path: str | Path | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
 ) -> SlideEmbedding:
     """Embed one slide with an encoder already on its device (what batch runs call per slide).
 
-    ``preview_path`` also writes the thumbnail / tissue / grid PNG there; ``on_batch`` is called
-    with the number of tiles of each finished batch (for progress bars).
+    ``preview_path`` also writes the thumbnail / tissue / grid PNG there; ``on_plan`` is called
+    with the slide's number of tiles once it is planned and ``on_batch`` with the number of
+    tiles of each finished batch (for progress bars).
     """
     path = Path(path)
     settings = settings or run_settings(prepared, options)
@@ -173,6 +178,8 @@ def embed_prepared(
         batch_size=options.batch_size,
     )
     coords = np.asarray(plan.grid.coords, dtype=np.int64)
+    if on_plan is not None:
+        on_plan(len(coords))
     if len(coords) == 0:
         note = (
             "no tissue tiles: no tile reached min_tissue "

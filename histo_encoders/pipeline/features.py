@@ -4,7 +4,8 @@ Layout (the names CLAM- and TRIDENT-style readers expect):
 
 - dataset ``features``: (N, D) float32, one row per tile;
 - dataset ``coords``: (N, 2) int64, level-0 (x, y) top-left pixel of each tile; its attributes
-  repeat ``patch_size`` and ``patch_size_level0`` as TRIDENT writes them;
+  are the ones CLAM's and TRIDENT's readers look up, under their names and types
+  (:func:`interop_coords_attrs`);
 - root attributes: provenance (encoder, weights, versions, resolution, tissue settings, reader,
   slide file), the ``settings_fingerprint`` a resumed run compares, and ``complete=True`` last.
 
@@ -12,6 +13,22 @@ A file is written under a temporary name unique to its writer (:mod:`histo_encod
 flushed, fsync'd and renamed, so a run killed part-way never leaves a file that looks finished;
 resume trusts only a file that is complete *and* was written with the same settings (the
 fingerprint comes from :mod:`.provenance`).
+
+``coords`` attributes, so that other tools read the same regions we read:
+
+- CLAM (``Whole_Slide_Bag_FP``) reads ``read_region(coord, patch_level, (patch_size,
+  patch_size))``: ``patch_level`` (int) is the pyramid level we read and ``patch_size`` (int) the
+  side of the region read there, in pixels of that level; also ``downsample``, ``level_dim``,
+  ``downsampled_level_dim`` and ``name`` as CLAM writes them.
+- TRIDENT's coords readers take ``patch_size`` at ``target_magnification`` and scale by
+  ``level0_magnification / target_magnification`` to level 0. Both magnifications are written
+  as ``10 / mpp`` (its convention: 40x = 0.25 um/px), the target one for the pixels
+  ``patch_size`` counts, so its patcher cuts the same level-0 square; ``patch_size_level0``
+  (int) is that square's side, as its slide encoders and overlays read it; ``overlap`` = 0.
+- Ours, beside them: ``tile_size`` (side of the tile the encoder saw), ``tile_size_level0`` (the
+  exact, unrounded level-0 side), ``target_mpp`` and ``slide_mpp``.
+
+``write_pt`` writes CLAM's training layout, ``pt_files/<slide>.pt`` holding the (N, D) tensor.
 """
 
 from __future__ import annotations
@@ -27,7 +44,7 @@ import numpy as np
 from histo_encoders.atomic import atomic_write
 from histo_encoders.errors import FeatureFileError
 
-FORMAT_VERSION = 1  # bumped when the layout or the meaning of the attributes changes
+FORMAT_VERSION = 2  # bumped when the layout or the meaning of the attributes changes
 FINGERPRINT_ATTR = "settings_fingerprint"
 COMPLETE_ATTR = "complete"
 # Attributes HDF5 cannot hold natively (None, dicts, lists) are stored as JSON text; this
@@ -74,7 +91,7 @@ def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, A
         raise FeatureFileError(f"No feature file at {path}: run `histo-encoders embed` first.")
     try:
         with h5py.File(path, "r") as h5:
-            attrs = _decode_attrs(h5.attrs)
+            attrs = decode_attrs(h5.attrs)
             features = np.asarray(h5["features"][...], dtype=np.float32)
             coords = np.asarray(h5["coords"][...], dtype=np.int64)
     except (OSError, KeyError) as error:
@@ -111,6 +128,64 @@ def count_tiles(path: str | Path) -> int:
         return int(h5["features"].shape[0])
 
 
+def interop_coords_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``coords`` attributes CLAM and TRIDENT read, from our root ``attrs`` (see the module
+    docstring); what ``attrs`` cannot tell is left out."""
+    out: dict[str, Any] = {}
+    if "slide_name" in attrs:
+        out["name"] = Path(str(attrs["slide_name"])).stem
+    if "level" in attrs:
+        out["patch_level"] = int(attrs["level"])
+    if "read_size" in attrs:
+        out["patch_size"] = int(attrs["read_size"])
+    elif "patch_size" in attrs:
+        out["patch_size"] = int(attrs["patch_size"])
+    exact = attrs.get("tile_size_level0", attrs.get("patch_size_level0"))
+    if exact is not None:
+        out["patch_size_level0"] = round(float(exact))
+        out["tile_size_level0"] = float(exact)
+    if "level_downsample" in attrs:
+        downsample = float(attrs["level_downsample"])
+        out["downsample"] = np.array([downsample, downsample], dtype=np.float64)
+    if "level_dimensions" in attrs:
+        out["level_dim"] = np.asarray(attrs["level_dimensions"], dtype=np.int64)
+        out["downsampled_level_dim"] = out["level_dim"]
+    if "slide_dimensions" in attrs:
+        out["level0_width"], out["level0_height"] = (int(v) for v in attrs["slide_dimensions"])
+    if "slide_mpp" in attrs:
+        out["level0_magnification"] = 10.0 / float(attrs["slide_mpp"])
+        if "read_size" in attrs and exact is not None:
+            # The magnification of the pixels patch_size counts: patch_size * level0 / target
+            # is then exactly our level-0 side.
+            scale = float(attrs["read_size"]) / float(exact)
+            out["target_magnification"] = out["level0_magnification"] * scale
+    out["overlap"] = 0
+    for key in ("tile_size", "target_mpp", "slide_mpp"):
+        if key in attrs:
+            out[key] = attrs[key]
+    return out
+
+
+def pt_path(out_dir: str | Path, slide: str | Path) -> Path:
+    """Where CLAM's training layout keeps a slide's tensor: ``<out_dir>/pt_files/<stem>.pt``."""
+    return Path(out_dir) / "pt_files" / f"{Path(slide).stem}.pt"
+
+
+def write_pt(path: str | Path, features: np.ndarray) -> Path:
+    """Save ``features`` (N, D) as a float32 torch tensor at ``path`` (``torch.load`` reads it),
+    atomically. Returns the path. Raises FeatureFileError when it cannot be written."""
+    import torch
+
+    path = Path(path)
+    tensor = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda temporary: torch.save(tensor, temporary))
+    except OSError as error:
+        raise FeatureFileError(f"Could not write {path}: {error}") from error
+    return path
+
+
 def _checked_arrays(features: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     features = np.asarray(features, dtype=np.float32)
     coords = np.asarray(coords, dtype=np.int64)
@@ -131,9 +206,8 @@ def _write_h5(
     with h5py.File(path, "w") as h5:
         h5.create_dataset("features", data=features)
         coords_ds = h5.create_dataset("coords", data=coords)
-        for key in ("patch_size", "patch_size_level0", "level"):
-            if key in attrs:
-                coords_ds.attrs[key] = attrs[key]
+        for key, value in interop_coords_attrs(attrs).items():
+            coords_ds.attrs[key] = value
         h5.attrs["format_version"] = FORMAT_VERSION
         json_keys = []
         for key, value in attrs.items():
@@ -165,7 +239,8 @@ def _native_attr(value: Any) -> Any:
     return None
 
 
-def _decode_attrs(raw: h5py.AttributeManager) -> dict[str, Any]:
+def decode_attrs(raw: h5py.AttributeManager) -> dict[str, Any]:
+    """HDF5 attributes as Python values (JSON-encoded ones decoded, bytes as str)."""
     json_keys = set(json.loads(_as_str(raw.get(_JSON_KEYS_ATTR, "[]"))))
     attrs: dict[str, Any] = {}
     for key, value in raw.items():

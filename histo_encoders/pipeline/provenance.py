@@ -23,7 +23,7 @@ import torch
 from histo_encoders.pipeline.features import FORMAT_VERSION
 from histo_encoders.pipeline.inference import EncoderSpec
 from histo_encoders.readers import ReaderReport
-from histo_encoders.slides import SlideInfo, TileGrid, TissueSettings
+from histo_encoders.slides import SlideInfo, TileGrid, TissueSettings, slide_file_size
 
 
 def fingerprint_of(values: Mapping[str, Any]) -> str:
@@ -44,7 +44,7 @@ class SlideIdentity:
     def of(cls, path: str | Path) -> SlideIdentity:
         """The identity of the file at ``path`` (size -1 when it does not exist)."""
         path = Path(path)
-        return cls(path.name, path.stat().st_size if path.exists() else -1)
+        return cls(path.name, slide_file_size(path) if path.exists() else -1)
 
 
 @dataclass(frozen=True)
@@ -137,10 +137,15 @@ class SlideProvenance:
         return {
             "target_mpp": float(grid.target_mpp),
             "patch_size": int(grid.tile_size),
-            "patch_size_level0": float(grid.tile_size_level0),
+            "tile_size": int(grid.tile_size),
+            # TRIDENT's readers need an int; the exact side is tile_size_level0.
+            "patch_size_level0": round(grid.tile_size_level0),
+            "tile_size_level0": float(grid.tile_size_level0),
             "level": int(grid.level),
             "read_size": int(grid.read_size),
             "level_mpp": float(grid.level_mpp),
+            "level_downsample": float(info.level_downsamples[grid.level]),
+            "level_dimensions": list(info.level_dimensions[grid.level]),
             "slide_mpp": float(info.mpp),
             "slide_mpp_source": str(info.mpp_source),
             "slide_name": self.slide.name,

@@ -11,66 +11,43 @@ waits for the others and agrees with them on the outcome (``RunSummary.total_fai
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from histo_encoders.env import RankInfo, torchrun_ranks
 from histo_encoders.errors import SlideError
 from histo_encoders.pipeline.distributed import rank_group, shard_slides, total_over_ranks
 from histo_encoders.pipeline.embed import embed_prepared, prepare_encoder, run_settings
-from histo_encoders.pipeline.features import count_tiles, is_complete, write_features
+from histo_encoders.pipeline.features import (
+    count_tiles,
+    is_complete,
+    pt_path,
+    read_features,
+    write_features,
+    write_pt,
+)
 from histo_encoders.pipeline.inference import PreparedEncoder
+from histo_encoders.pipeline.inputs import (
+    SLIDE_EXTENSIONS,
+    check_unique_stems,
+    collect_slides,
+    mpp_for,
+    slide_stem,
+)
 from histo_encoders.pipeline.options import EmbedOptions
+from histo_encoders.pipeline.progress import RunProgress
 from histo_encoders.pipeline.provenance import RunSettings, SlideIdentity
 from histo_encoders.pipeline.summary import RunSummary, SlideResult, Status, save_summary
 
-# Extensions a folder given on the command line is searched for (OpenSlide's and plain images).
-SLIDE_EXTENSIONS = frozenset(
-    {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif"}
-    | {".dcm", ".czi", ".png", ".jpg", ".jpeg"}
-)
-
-
-def collect_slides(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (searched recursively by slide extension) into a sorted list.
-
-    Raises FileNotFoundError for an input that does not exist, ValueError when two slides would
-    write the same output name (same file stem in different folders).
-    """
-    slides: set[Path] = set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            slides.update(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS
-            )
-        elif path.exists():
-            slides.add(path)
-        else:
-            raise FileNotFoundError(f"No such slide file or folder: {path}")
-    ordered = sorted(slides, key=str)
-    _check_unique_stems(ordered)
-    return ordered
-
-
-def _check_unique_stems(slides: Sequence[Path]) -> None:
-    seen: dict[str, Path] = {}
-    for slide in slides:
-        if slide.stem in seen:
-            raise ValueError(
-                f"{seen[slide.stem]} and {slide} would both write {slide.stem}.h5: embed them "
-                "into different --out folders, or rename one."
-            )
-        seen[slide.stem] = slide
+__all__ = ["SLIDE_EXTENSIONS", "collect_slides", "embed_slides", "output_path"]
 
 
 def output_path(out_dir: str | Path, slide: str | Path) -> Path:
     """Where a slide's features go: ``<out_dir>/<slide stem>.h5``."""
-    return Path(out_dir) / f"{Path(slide).stem}.h5"
+    return Path(out_dir) / f"{slide_stem(slide)}.h5"
 
 
 def embed_slides(
@@ -84,6 +61,8 @@ def embed_slides(
     local_rank: int | None = None,
     preview: bool = False,
     progress: bool = True,
+    pt_files: bool = False,
+    slide_mpps: Mapping[str, float] | None = None,
 ) -> RunSummary:
     """Embed this process's share of ``paths`` into ``out_dir``; return (and save) the summary.
 
@@ -92,22 +71,34 @@ def embed_slides(
     ``total_failed``; given explicitly, the caller coordinates the processes. Slides are sorted
     and split between ranks before anything is read, so ranks never write the same file.
     Per-slide errors (SlideError) are recorded and the run goes on; encoder errors and write
-    failures stop it. Raises ValueError when two slides share a file stem (they would write the
-    same output).
+    failures stop it. ``pt_files`` also writes CLAM's ``pt_files/<slide>.pt``; ``slide_mpps``
+    gives slides their own level-0 mpp (see :func:`.inputs.mpp_for`), over ``options.slide_mpp``.
+    Raises ValueError when two slides share a file stem (they would write the same output).
     """
     options = options or EmbedOptions()
-    _check_unique_stems([Path(p) for p in paths])
+    check_unique_stems([Path(p) for p in paths])
+    extras = _Extras(preview, progress, pt_files, dict(slide_mpps or {}))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if (rank, world_size, local_rank) != (None, None, None):
         ranks = RankInfo(rank or 0, world_size or 1, local_rank or 0)
-        return _embed_share(paths, encoder, out_dir, options, ranks, preview, progress)
+        return _embed_share(paths, encoder, out_dir, options, ranks, extras)
     ranks = torchrun_ranks()
     with rank_group(ranks):
-        summary = _embed_share(paths, encoder, out_dir, options, ranks, preview, progress)
+        summary = _embed_share(paths, encoder, out_dir, options, ranks, extras)
         # Every rank waits here for the others, then all report the same outcome.
         total = total_over_ranks(len(summary.failed))
     return replace(summary, total_failed=total)
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """What a run does beside embedding: preview PNGs, progress, CLAM .pt files, slide mpps."""
+
+    preview: bool
+    progress: bool
+    pt_files: bool
+    slide_mpps: dict[str, float]
 
 
 def _embed_share(
@@ -116,25 +107,30 @@ def _embed_share(
     out_dir: Path,
     options: EmbedOptions,
     ranks: RankInfo,
-    preview: bool,
-    progress: bool,
+    extras: _Extras,
 ) -> RunSummary:
     prepared = prepare_encoder(encoder, options, local_rank=ranks.local_rank)
     settings = run_settings(prepared, options)
     mine = shard_slides(paths, ranks.rank, ranks.world_size)
-    label = f"slides (rank {ranks.rank})" if ranks.is_distributed else "slides"
-    bar = tqdm(mine, desc=label, unit="slide", disable=not progress)
-    tiles = tqdm(desc="tiles", unit="tile", disable=not progress, leave=False, position=1)
+    progress = RunProgress(
+        len(mine), enabled=extras.progress, rank=ranks.rank, world_size=ranks.world_size
+    )
     results = []
-    for slide in bar:
-        bar.set_postfix_str(Path(slide).name)
-        tiles.reset()
-        result = _embed_one(Path(slide), prepared, options, settings, out_dir, preview, tiles)
-        if result.status == "failed" and progress:
-            bar.write(f"failed: {result.error_type}: {result.error}")  # seen now, not at the end
-        results.append(result)
-    tiles.close()
-    bar.close()
+    try:
+        for slide in mine:
+            progress.start_slide(slide)
+            slide_options, slide_settings = options, settings
+            mpp = mpp_for(slide, extras.slide_mpps) if extras.slide_mpps else None
+            if mpp is not None:
+                slide_options = options.with_updates(slide_mpp=mpp)
+                slide_settings = replace(settings, slide_mpp_override=mpp)
+            result = _embed_one(
+                Path(slide), prepared, slide_options, slide_settings, out_dir, extras, progress
+            )
+            progress.end_slide(slide, result.status, _detail(result))
+            results.append(result)
+    finally:
+        progress.close()
     summary = RunSummary(
         tuple(results),
         out_dir,
@@ -148,20 +144,28 @@ def _embed_share(
     return summary
 
 
+def _detail(result: SlideResult) -> str:
+    if result.status == "failed":
+        return f"{result.error_type}: {result.error}"
+    return f"{result.n_tiles} tiles" + (f", {result.seconds:.1f} s" if result.seconds else "")
+
+
 def _embed_one(
     slide: Path,
     prepared: PreparedEncoder,
     options: EmbedOptions,
     settings: RunSettings,
     out_dir: Path,
-    preview: bool,
-    tiles: tqdm,
+    extras: _Extras,
+    progress: RunProgress,
 ) -> SlideResult:
     output = output_path(out_dir, slide)
     started = time.perf_counter()
     if is_complete(output, settings.fingerprint(SlideIdentity.of(slide))):
+        if extras.pt_files and not pt_path(out_dir, slide).is_file():
+            write_pt(pt_path(out_dir, slide), read_features(output)[0])
         return SlideResult(str(slide), "skipped", count_tiles(output), 0.0, output=str(output))
-    preview_path = out_dir / f"{slide.stem}.preview.png" if preview else None
+    preview_path = out_dir / f"{slide_stem(slide)}.preview.png" if extras.preview else None
     try:
         embedding = embed_prepared(
             slide,
@@ -169,7 +173,8 @@ def _embed_one(
             options,
             settings=settings,
             preview_path=preview_path,
-            on_batch=tiles.update,
+            on_batch=progress.tiles_done,
+            on_plan=progress.planned,
         )
     except SlideError as error:
         return SlideResult(
@@ -180,6 +185,8 @@ def _embed_one(
             error=str(error),
         )
     write_features(output, embedding.features, embedding.coords, embedding.attrs)
+    if extras.pt_files:
+        write_pt(pt_path(out_dir, slide), embedding.features)
     status: Status = "ok" if embedding.n_tiles else "empty"
     elapsed = time.perf_counter() - started
     return SlideResult(str(slide), status, embedding.n_tiles, elapsed, output=str(output))

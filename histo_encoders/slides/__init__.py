@@ -6,6 +6,7 @@ _EXPORTS = {
     "Slide": "slide",
     "SlideInfo": "slide",
     "open_slide": "slide",
+    "slide_file_size": "slide",
     "SlidePlan": "plan",
     "plan_slide": "plan",
     "TileGrid": "tiling",

@@ -227,9 +227,28 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
     return Slide(path, info, handle)
 
 
+def openslide_target(path: Path) -> Path:
+    """The file OpenSlide opens for ``path``: a DICOM-WSI series folder opens through any of its
+    ``.dcm`` files (OpenSlide finds the rest of the series beside it)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
+        if not files:
+            raise SlideOpenError(path, "a folder, but not a DICOM-WSI series (no .dcm files).")
+        return files[0]
+    return path
+
+
+def slide_file_size(path: str | Path) -> int:
+    """Bytes of a slide: its file, or every file of a DICOM series folder."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size
+
+
 def _open_openslide(path: Path) -> openslide.OpenSlide:
     try:
-        return openslide.OpenSlide(str(path))
+        return openslide.OpenSlide(str(openslide_target(path)))
     except openslide.OpenSlideError as error:
         raise _cannot_open(path, error) from error
 
@@ -237,7 +256,7 @@ def _open_openslide(path: Path) -> openslide.OpenSlide:
 def _try_openslide(path: Path) -> openslide.OpenSlide | None:
     """OpenSlide's handle, or None when the format is not a slide (then try it as an image)."""
     try:
-        return openslide.OpenSlide(str(path))
+        return openslide.OpenSlide(str(openslide_target(path)))
     except openslide.OpenSlideUnsupportedFormatError:
         return None
     except openslide.OpenSlideError as error:
@@ -264,7 +283,7 @@ def _openslide_info(path: Path, handle: openslide.OpenSlide, mpp: float | None) 
         mpp=mpp_value,
         mpp_source=source,
         vendor=handle.properties.get(openslide.PROPERTY_NAME_VENDOR, "unknown"),
-        file_size=path.stat().st_size,
+        file_size=slide_file_size(path),
         backend="openslide",
     )
 

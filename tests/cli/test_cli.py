@@ -51,7 +51,7 @@ def test_help_lists_the_commands_and_embed_options(capsys):
     for option in ("--slide-mpp", "--min-tissue", "--preview", "--reader", "--precision"):
         assert option in embed_help
     embed_help = build_parser().parse_args(["embed", "x.svs", "--out", "o"])
-    assert embed_help.encoder == "moco-camelyon" and embed_help.mpp is None
+    assert embed_help.encoder is None and embed_help.mpp is None
 
 
 @pytest.mark.integration
@@ -104,7 +104,8 @@ def test_encoder_errors_are_one_clear_line(tmp_path, synthetic_slides, capsys):
 
 
 def test_missing_slide_path_is_a_clear_error(tmp_path, capsys):
-    code = main(["embed", str(tmp_path / "nope.svs"), "--out", str(tmp_path / "out")])
+    args = ["embed", str(tmp_path / "nope.svs"), "--out", str(tmp_path / "out")]
+    code = main([*args, "--encoder", "imagenet"])
     assert code == 2
     assert "No such slide file or folder" in capsys.readouterr().err
 

@@ -78,6 +78,7 @@ def test_training_checkpoint_publishes_as_a_registered_name(tmp_path: Path) -> N
         "mean": list(TINY.mean),
         "std": list(TINY.std),
         "training_data": "synthetic tiles",
+        "citation": "Dehaene et al. 2020, arXiv:2012.03583",  # as training/ writes it
         "card_notes": "## Training\n3 steps of MoCo v2 on synthetic tiles.",
     }
     checkpoint = tmp_path / "checkpoint.pt"
@@ -88,6 +89,9 @@ def test_training_checkpoint_publishes_as_a_registered_name(tmp_path: Path) -> N
     assert model.histo_config.ssl_method == "MoCo v2" and model.histo_config.mpp == 0.5
     card = (folder / "README.md").read_text()
     assert "3 steps of MoCo v2" in card and "arXiv:2012.03583" in card
+    # The registered record's texts are not borrowed: its training data, its "not published".
+    assert "Camelyon16 training slides" not in card and "not yet published" not in card
+    assert model.histo_config.training_data == "synthetic tiles"
 
 
 def test_training_checkpoint_publishes_under_a_new_name(tmp_path: Path) -> None:
@@ -111,3 +115,35 @@ def test_training_checkpoint_publishes_under_a_new_name(tmp_path: Path) -> None:
         "synthetic tiles",
         "cc-by-4.0",
     )
+
+
+def test_plain_timm_save_for_hf_folder_loads_like_timm_does(tmp_path: Path) -> None:
+    from timm.models import save_for_hf
+
+    trained = timm.create_model("test_resnet", pretrained=False, num_classes=5)  # with a head
+    save_for_hf(trained, tmp_path / "plain")  # config.json with num_classes, pytorch_model.bin
+    save_for_hf(trained, tmp_path / "safe", safe_serialization=True)
+    for folder in (tmp_path / "plain", tmp_path / "safe"):
+        ours = histo_encoders.load(folder)
+        plain = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0).eval()
+        assert torch.equal(features(ours, X), features(plain, X))
+        config = ours.histo_config
+        assert config.mpp is None and config.tile_size == 160  # timm's input_size
+        assert '"histo_encoders": {"mpp"' in config.description  # says how to add it
+        assert ours.histo_provenance.dropped_keys == ("fc.bias", "fc.weight")
+
+
+def test_folders_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        folder = export_tiny(tmp_path / "shared")
+    finally:
+        os.umask(previous)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {
+        "README.md": 0o644,
+        "config.json": 0o644,
+        "model.safetensors": 0o644,
+    }

@@ -21,6 +21,21 @@ from .protocols import PROTOCOLS, ProtocolOptions
 from .train import TrainOptions
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default in its help (unless the
+    option is required, has none, or its help already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        no_default = (
+            default is None or default is False or default == [] or default == argparse.SUPPRESS
+        ) or action.required
+        if no_default or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 @dataclass(frozen=True)
 class MilConfig:
     """Everything one ``python -m training.mil`` run needs."""
@@ -47,7 +62,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         default=["chowder", "abmil"],
         help=f"MIL models: {', '.join(MODELS)} (deepmil = abmil)",
     )
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="official-split")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="official-split",
+        help="official-split: the labels' train/test column; kfold; nested-cv",
+    )
     parser.add_argument("--folds", type=int, default=5, help="outer folds (kfold, nested-cv)")
     parser.add_argument(
         "--inner-folds",
@@ -55,21 +75,37 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="inner folds, ensembled on test (default 1 = a validation split; 5 for nested-cv)",
     )
-    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="training slides held out for validation"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="repeat over seeds seed..seed+n-1")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="first seed (splits, init, batches)")
+    parser.add_argument("--epochs", type=int, default=50, help="maximum training epochs")
+    parser.add_argument(
+        "--patience", type=int, default=10, help="stop after this many epochs without progress"
+    )
     parser.add_argument(
         "--lr",
         type=float,
         nargs="+",
         default=[],
-        help="one or more; several are chosen between on validation",
+        help="one or more; several are chosen between on validation (default: each model's own)",
     )
-    parser.add_argument("--weight-decay", type=float, nargs="+", default=[])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--bag-mode", choices=("padded", "one", "sample"), default="padded")
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        nargs="+",
+        default=[],
+        help="one or more; several are chosen between on validation (default: each model's own)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="slides per training step")
+    parser.add_argument(
+        "--bag-mode",
+        choices=("padded", "one", "sample"),
+        default="padded",
+        help="padded: slides padded to the longest; one: a slide per step; sample: "
+        "--sample-tiles random tiles per slide per step",
+    )
     parser.add_argument(
         "--sample-tiles",
         type=int,
@@ -93,18 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.mil",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--features",
         type=Path,
         required=True,
-        help="folder of <slide_id>.h5 feature files (one encoder)",
+        help="folder of <slide_id>.h5 (or .pt) feature files of one encoder: written by "
+        "histo-encoders embed, CLAM (h5_files/, pt_files/) or TRIDENT (features_<encoder>/)",
     )
     parser.add_argument(
         "--labels", type=Path, required=True, help="CSV: slide_id,label[,patient_id][,split]"
     )
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("results"), help="folder for results.json/.md, roc.png"
+    )
     parser.add_argument(
         "--encoder",
         default=None,

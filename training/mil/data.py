@@ -1,8 +1,11 @@
-"""Bags for MIL: a labels CSV, one HDF5 feature file per slide, cached in memory, and batching.
+"""Bags for MIL: a labels CSV, one feature file per slide, cached in memory, and batching.
 
-A bag is one slide: its tile features ``(N, D)`` and level-0 ``coords`` ``(N, 2)``. Features are
-read once and kept in memory (optionally as float16, half the RAM) so an epoch over hundreds of
-slides costs only the model's arithmetic.
+A bag is one slide: its tile features ``(N, D)`` and level-0 ``coords`` ``(N, 2)``. Feature files
+are read with the library's :class:`histo_encoders.pipeline.FeatureFolder`, so a folder written
+by ``histo-encoders embed``, CLAM (``h5_files/`` or ``pt_files/``) or TRIDENT benchmarks as it
+is (foreign files warn once that their completeness cannot be checked). Features are read once
+and kept in memory (optionally as float16, half the RAM) so an epoch over hundreds of slides
+costs only the model's arithmetic.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 
 from histo_encoders.errors import FeatureFileError
-from histo_encoders.pipeline import read_features
+from histo_encoders.pipeline import FeatureFolder, read_slide_features
 
 from .errors import EmptyBagError, MilDataError
 
@@ -56,7 +59,7 @@ class FeatureFile:
     """What a feature file holds: tile features, level-0 coordinates and provenance attrs."""
 
     features: np.ndarray  # (N, D) float32
-    coords: np.ndarray  # (N, 2) int64, level-0 top-left (x, y)
+    coords: np.ndarray | None  # (N, 2) int64, level-0 top-left (x, y); None if not recorded
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -68,7 +71,7 @@ class Bag:
     patient_id: str
     label: int
     features: torch.Tensor  # (N, D)
-    coords: np.ndarray  # (N, 2)
+    coords: np.ndarray | None  # (N, 2); None when the feature file has none (.pt files)
     split: str | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)  # the feature file's provenance
 
@@ -145,15 +148,17 @@ def _parse_row(path: Path, rec: dict[str, str], names: tuple[str, ...]) -> Slide
 
 
 def read_feature_file(path: str | Path) -> FeatureFile:
-    """Read one slide's HDF5 feature file (datasets ``features``, ``coords``; root attrs).
+    """Read one slide's feature file (``.h5`` with ``features`` [+ ``coords``], or ``.pt``).
 
-    The single place the benchmark reads feature files (through the library's reader).
+    The single place the benchmark reads a feature file (through the library's reader). The
+    attrs are the file's root attributes, with its ``coords`` attributes (CLAM's and TRIDENT's
+    tile geometry) under them where the root does not say.
 
     Raises:
-        FeatureFileError: missing, unreadable or incompletely written file.
+        FeatureFileError: missing, unreadable, inconsistent or incompletely written file.
     """
-    features, coords, attrs = read_features(path)
-    return FeatureFile(features, coords, attrs)
+    data = read_slide_features(path)
+    return FeatureFile(data.features, data.coords, {**data.coords_attrs, **data.attrs})
 
 
 def load_bags(
@@ -162,18 +167,21 @@ def load_bags(
     *,
     half: bool = False,
 ) -> list[Bag]:
-    """Read every labelled slide's features from ``features_dir/<slide_id>.h5`` into memory.
+    """Read every labelled slide's features from ``features_dir`` into memory.
 
-    ``half`` keeps features as float16 (half the RAM; batches are cast back to float32).
+    ``features_dir`` holds ``<slide_id>.h5`` (or ``.pt``) files, or CLAM's ``h5_files/`` and
+    ``pt_files/``. ``half`` keeps features as float16 (half the RAM; batches are cast back to
+    float32).
 
     Raises:
-        FeatureFileError: some labelled slides have no feature file (all are listed).
+        FeatureFileError: some labelled slides have no feature file (all are listed), or one
+            is broken.
         EmptyBagError: a slide has zero tiles.
         MilDataError: feature dimensions differ between slides.
     """
-    features_dir = Path(features_dir)
-    _check_all_present(features_dir, labels)
-    bags = [_load_bag(features_dir, row, half) for row in labels.rows]
+    folder = FeatureFolder(features_dir)
+    _check_all_present(folder, labels)
+    bags = [_load_bag(folder, row, half) for row in labels.rows]
     dims = {bag.features.shape[1] for bag in bags}
     if len(dims) > 1:
         raise MilDataError(
@@ -183,25 +191,24 @@ def load_bags(
     return bags
 
 
-def _check_all_present(features_dir: Path, labels: LabelTable) -> None:
-    missing = [r.slide_id for r in labels.rows if not (features_dir / f"{r.slide_id}.h5").is_file()]
+def _check_all_present(folder: FeatureFolder, labels: LabelTable) -> None:
+    missing = [r.slide_id for r in labels.rows if r.slide_id not in folder]
     if missing:
         raise FeatureFileError(
-            f"{len(missing)} labelled slide(s) have no feature file in {features_dir} "
+            f"{len(missing)} labelled slide(s) have no feature file in {folder.folder} "
             f"(e.g. {missing[:5]}): embed them, or drop their rows from the labels CSV."
         )
 
 
-def _load_bag(features_dir: Path, row: SlideLabel, half: bool) -> Bag:
-    data = read_feature_file(features_dir / f"{row.slide_id}.h5")
-    if data.features.shape[0] == 0:
+def _load_bag(folder: FeatureFolder, row: SlideLabel, half: bool) -> Bag:
+    data = folder.read(row.slide_id)
+    if data.n_tiles == 0:
         raise EmptyBagError(row.slide_id)
     features = torch.from_numpy(data.features)
     if half:
         features = features.half()
-    return Bag(
-        row.slide_id, row.patient_id, row.label, features, data.coords, row.split, data.attrs
-    )
+    attrs = {**data.coords_attrs, **data.attrs}
+    return Bag(row.slide_id, row.patient_id, row.label, features, data.coords, row.split, attrs)
 
 
 def collate(

@@ -115,20 +115,73 @@ def roc_points(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.nd
     return grid, np.mean(curves, axis=0)
 
 
+LINE_STYLES = ("-", "--", "-.", ":")  # told apart in grey print too, not by colour alone
+ROC_BOOTSTRAP = 200
+FPR_GRID = np.linspace(0, 1, 101)
+
+
+def display_name(encoder: str) -> str:
+    """An encoder's name for a legend: a folder or hub path becomes its last part."""
+    text = encoder.removeprefix("hf-hub:").rstrip("/\\")
+    return Path(text).name if ("/" in text or "\\" in text) else text
+
+
+def roc_band(
+    labels: np.ndarray, probs: np.ndarray, *, n_boot: int = ROC_BOOTSTRAP, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """95% bootstrap band (over slides) of the true positive rate on ``FPR_GRID``."""
+    rng = np.random.default_rng(seed)
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    curves = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[pick])) < 2:
+            continue  # a resample without both classes has no ROC curve
+        fpr, tpr = roc_points(labels[pick], probs[pick])
+        curves.append(np.interp(FPR_GRID, fpr, tpr))
+    if not curves:
+        return np.zeros_like(FPR_GRID), np.ones_like(FPR_GRID)
+    low, high = np.percentile(np.stack(curves), [2.5, 97.5], axis=0)
+    return low, high
+
+
+def _count_line(labels: np.ndarray, probs: np.ndarray) -> str:
+    labels = np.asarray(labels)
+    if np.ndim(probs) == 1:
+        return f"n = {len(labels)} slides ({int((labels != 0).sum())} positive)"
+    return f"n = {len(labels)} slides, {probs.shape[1]} classes (macro one-vs-rest)"
+
+
 def plot_roc(results: Results, path: str | Path) -> Path:
-    """One panel per MIL model, one curve per encoder (seed-ensembled test predictions)."""
+    """One panel per MIL model, one curve per encoder (seed-ensembled test predictions), each
+    with its 95% bootstrap band, its AUC and interval in the legend, the number of test slides
+    in the panel, and its own line style."""
     models = list(dict.fromkeys(ev.model for evs in results.values() for ev in evs))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4.8), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for encoder, evaluations in results.items():
+        counts = set()
+        for i, (encoder, evaluations) in enumerate(results.items()):
+            style = LINE_STYLES[i % len(LINE_STYLES)]
             for ev in (e for e in evaluations if e.model == model):
                 fpr, tpr = roc_points(ev.labels, ev.probs)
-                value = ev.summary["seed_ensemble"]["auc"]["value"]
-                ax.plot(fpr, tpr, label=f"{encoder} (AUC {value:.3f})")
+                low, high = roc_band(ev.labels, ev.probs)
+                auc_ci = ev.summary["seed_ensemble"]["auc"]
+                label = (
+                    f"{display_name(encoder)}: AUC {auc_ci['value']:.3f} "
+                    f"({auc_ci['low']:.3f}-{auc_ci['high']:.3f})"
+                )
+                (line,) = ax.plot(fpr, tpr, linestyle=style, linewidth=1.8, label=label)
+                ax.fill_between(FPR_GRID, low, high, color=line.get_color(), alpha=0.15, lw=0)
+                counts.add(_count_line(ev.labels, ev.probs))
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         ax.set(title=model, xlabel="false positive rate", ylabel="true positive rate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
         ax.set_aspect("equal")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(
+            loc="lower right", fontsize=7.5, title="; ".join(sorted(counts)), title_fontsize=7.5
+        )
+    fig.suptitle("ROC on test slides (shaded: 95% bootstrap band over slides)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
