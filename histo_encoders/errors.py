@@ -81,9 +81,10 @@ class CorruptWeightsError(HistoEncodersError, ValueError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(
-            f"Cannot read weights from {path}: {reason}. The file is truncated or not a safetensors "
-            "file: delete it and download again, or convert the checkpoint with "
-            "`histo-encoders convert`."
+            f"Cannot read weights from {path}: {reason}. The file is truncated, not a safetensors "
+            "file, or a pytorch_model.bin holding more than tensors (it is read with "
+            "weights_only=True, so no pickled code runs): delete it and download again, or "
+            "convert the checkpoint with `histo-encoders convert`."
         )
 
 

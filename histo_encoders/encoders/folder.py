@@ -6,6 +6,9 @@ A folder holds ``config.json``, ``model.safetensors`` and a ``README.md`` model 
 unknown top-level keys are ignored. So every ``pretrained_cfg`` field is written explicitly (left
 out, timm silently assumes ImageNet values) and the histology metadata lives under one top-level
 key, ``histo_encoders``.
+
+Layer classes in ``model_args`` (``mlp_layer``) are written by name: a config.json cannot carry a
+class, so plain timm users pass it in code, as the authors of such weights tell them to.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ _METADATA_FIELDS = (
     "citation",
     "description",
     "aliases",
+    "pooling",
 )
+# What timm's own pooling is set to for each rule (top-level "global_pool", as timm writes it).
+_GLOBAL_POOL = {"timm": "avg", "cls": "token", "cls+mean": ""}
 
 
 def pretrained_cfg(config: EncoderConfig, *, source: str | None = None) -> dict[str, Any]:
@@ -44,8 +50,8 @@ def pretrained_cfg(config: EncoderConfig, *, source: str | None = None) -> dict[
         "mean": config.mean,
         "std": config.std,
         "num_classes": 0,
-        "first_conv": "conv1",
-        "classifier": "fc",
+        "first_conv": _architecture_default(config.architecture, "first_conv", "conv1"),
+        "classifier": _architecture_default(config.architecture, "classifier", "fc"),
         "license": config.license,
     }
     if config.hub_id:
@@ -53,6 +59,14 @@ def pretrained_cfg(config: EncoderConfig, *, source: str | None = None) -> dict[
     if source:
         cfg["source"] = source
     return cfg
+
+
+def _architecture_default(architecture: str, key: str, fallback: str) -> str:
+    """A pretrained_cfg field of the architecture's default timm weights (layer names)."""
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(architecture)
+    return getattr(cfg, key, None) or fallback
 
 
 def to_config_json(config: EncoderConfig, *, weights_sha256: str | None = None) -> dict[str, Any]:
@@ -67,7 +81,7 @@ def to_config_json(config: EncoderConfig, *, weights_sha256: str | None = None) 
         "architecture": config.architecture,
         "num_classes": 0,
         "num_features": config.num_features,
-        "global_pool": "avg",
+        "global_pool": _GLOBAL_POOL.get(config.pooling, "avg"),
         "pretrained_cfg": pretrained_cfg(config),
         METADATA_KEY: metadata,
     }
@@ -113,4 +127,5 @@ def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderC
         crop_pct=float(cfg.get("crop_pct", 1.0)),
         model_args=document.get("model_args", {}),
         aliases=tuple(meta.get("aliases", ())),
+        pooling=meta.get("pooling", "timm"),
     )

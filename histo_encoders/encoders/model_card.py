@@ -47,7 +47,7 @@ def render_card(
     mpp = f"{config.mpp} um/px" if config.mpp else "not recorded: give --mpp when embedding"
     rows = [
         ("architecture", f"timm `{config.architecture}`" + _model_args(config)),
-        ("features", f"{config.num_features}-d, global average pooled"),
+        ("features", f"{config.num_features}-d, {_embedding(config)}"),
         ("tiles", f"{config.tile_size} px at {mpp}"),
         ("normalization", f"mean {list(config.mean)}, std {list(config.std)}"),
         ("self-supervision", config.ssl_method),
@@ -80,6 +80,14 @@ Cut tiles at {mpp} and {config.tile_size} px: `histo-encoders embed SLIDE --enco
 {config.citation or "None given."}
 """
     return body + (f"\n{notes.strip()}\n" if notes.strip() else "")
+
+
+def _embedding(config: EncoderConfig) -> str:
+    if config.pooling == "timm":
+        return "global average pooled"
+    from histo_encoders.encoders.pooling import get_rule
+
+    return get_rule(config.pooling).description
 
 
 def _model_args(config: EncoderConfig) -> str:
