@@ -23,8 +23,10 @@ from histo_encoders.errors import (
     ConfigError,
     CorruptWeightsError,
     EncoderNotPublishedError,
+    GatedRepoAccessError,
     UnknownEncoderError,
     WeightsMismatchError,
+    WeightsUnavailableError,
 )
 
 # The only keys a checkpoint may have that our pooled-feature model lacks: a classification
@@ -87,7 +89,8 @@ def load(
     :class:`EncoderProvenance`).
 
     Raises UnknownEncoderError, EncoderNotPublishedError, WeightsUnavailableError,
-    ChecksumMismatchError, CorruptWeightsError, WeightsMismatchError or ConfigError.
+    GatedRepoAccessError, ChecksumMismatchError, CorruptWeightsError, WeightsMismatchError or
+    ConfigError.
     """
     fetched = fetch(name_or_id, revision=revision)
     trunk = build_model(fetched.config)
@@ -129,9 +132,20 @@ def _fetch_registered(config: EncoderConfig, revision: str | None) -> FetchedEnc
     ref = hub.HubRef(config.hub_id, revision or config.revision)
     # The record's hash vouches only for the commit it was pinned with.
     pinned = config.sha256 if ref.revision == config.revision else None
-    weights = hub.download(ref, config.weights_file)
+    weights = _download_record_file(ref, config)
     provenance = _verify_hub_weights(config.name, weights, ref, pinned, "the registry record")
     return FetchedEncoder(config, weights, provenance)
+
+
+def _download_record_file(ref: hub.HubRef, config: EncoderConfig) -> Path:
+    try:
+        return hub.download(ref, config.weights_file)
+    except WeightsUnavailableError as error:
+        # The record knows the repo is gated: a refusal the hub did not mark as one is the gate.
+        status = hub.refused_status(error)
+        if config.gated and status:
+            raise GatedRepoAccessError(ref.repo_id, ref.revision, status) from error
+        raise
 
 
 def _fetch_hub_id(ref: hub.HubRef, revision: str | None) -> FetchedEncoder:
