@@ -6,9 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-import timm
+import torch
 
 from histo_encoders import errors
+from histo_encoders.encoders import pooling
+from histo_encoders.encoders.load import build_model
 from histo_encoders.encoders.model_card import front_matter
 from histo_encoders.encoders.registry import get_config, list_encoders, register_encoder
 
@@ -41,17 +43,26 @@ def test_record_is_complete(name: str) -> None:
     assert config.license and config.citation and config.training_data and config.ssl_method
     assert config.crop_pct == 1.0, "tiles must never be centre-cropped"
     assert config.hub_id and re.fullmatch(r"[\w.-]+/[\w.-]+", config.hub_id)
-    if config.published:
-        assert config.revision and re.fullmatch(r"[0-9a-f]{40}", config.revision), "pin a commit"
+    # Unpinned records are allowed (verified by trust on first use, marked in `list`), but a pin
+    # is a full commit id and a full sha256, and a hash only ever comes with its commit.
+    if config.revision:
+        assert re.fullmatch(r"[0-9a-f]{40}", config.revision), "pin a full commit id"
     if config.sha256:
-        assert re.fullmatch(r"[0-9a-f]{64}", config.sha256)
+        assert config.revision and re.fullmatch(r"[0-9a-f]{64}", config.sha256)
+    assert config.weights_file in ("model.safetensors", "pytorch_model.bin")
+    assert config.pooling in pooling.RULES
+    if config.gated:
+        assert "Gated" in config.notes, "say how access is granted"
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_record_fits_its_architecture(name: str) -> None:
+    # Full size, on the meta device: no memory, no weights; the embedding is the record's width.
     config = get_config(name)
-    model = timm.create_model(config.architecture, num_classes=0, **dict(config.model_args))
-    assert model.num_features == config.num_features
+    with torch.device("meta"):
+        model = pooling.apply_pooling(build_model(config), config.pooling)
+        embedding = model(torch.empty(2, 3, config.tile_size, config.tile_size))
+    assert model.num_features == config.num_features == embedding.shape[1]
 
 
 @pytest.mark.parametrize("name", NAMES)
