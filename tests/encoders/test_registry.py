@@ -99,3 +99,25 @@ def test_unpublished_record_says_so_on_its_card() -> None:
     assert "Not published yet" in (CARDS / "moco-camelyon.md").read_text(encoding="utf-8")
     with pytest.raises(errors.EncoderNotPublishedError):
         __import__("histo_encoders").load("moco-camelyon")
+
+
+def test_readme_encoder_table_lists_every_record() -> None:
+    readme = (CARDS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Encoders", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in section.splitlines()
+        if line.startswith("| `")
+    }
+    for name in NAMES:
+        assert name in rows, f"README's encoder table lacks {name}"
+        config = get_config(name)
+        if config.sources:  # the field's records: the row states the record's facts
+            row = rows[name]
+            assert (
+                f"| {config.num_features} (" in row
+                and f"{config.tile_size} px @ {config.mpp}" in row
+            )
+            assert ("| yes |" if config.gated else "| no |") in row
+            pin = {"commit+sha256": "commit + sha256"}.get(config.pinned, config.pinned)
+            assert row.rstrip().endswith(f"| {pin} |")
