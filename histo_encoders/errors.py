@@ -61,6 +61,28 @@ class WeightsUnavailableError(HistoEncodersError, ConnectionError):
         )
 
 
+class GatedRepoAccessError(HistoEncodersError, PermissionError):
+    """The weights live in a gated hub repository and the hub refused this user (401 or 403)."""
+
+    def __init__(self, repo_id: str, revision: str | None, status: int | None) -> None:
+        self.repo_id = repo_id
+        self.revision = revision
+        self.status = status
+        self.access_url = f"https://huggingface.co/{repo_id}"
+        if status == 401:
+            why = "no token was sent, or the hub did not accept it"
+        elif status == 403:
+            why = "the token sent has not been granted access (yet)"
+        else:
+            why = "the hub refused access"
+        super().__init__(
+            f"hf-hub:{repo_id} is gated: its authors grant access on request, and {why} "
+            f"(HTTP {status}). Request access at {self.access_url} (logged in, accepting the "
+            "authors' terms), then give your token: set HF_TOKEN, or run `hf auth login` once. "
+            "histo-encoders passes it to the hub untouched."
+        )
+
+
 class ChecksumMismatchError(HistoEncodersError, ValueError):
     """The weights file does not hash to the expected sha256: nothing was loaded."""
 
@@ -81,9 +103,10 @@ class CorruptWeightsError(HistoEncodersError, ValueError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(
-            f"Cannot read weights from {path}: {reason}. The file is truncated or not a safetensors "
-            "file: delete it and download again, or convert the checkpoint with "
-            "`histo-encoders convert`."
+            f"Cannot read weights from {path}: {reason}. The file is truncated, not a safetensors "
+            "file, or a pytorch_model.bin holding more than tensors (it is read with "
+            "weights_only=True, so no pickled code runs): delete it and download again, or "
+            "convert the checkpoint with `histo-encoders convert`."
         )
 
 

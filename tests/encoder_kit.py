@@ -74,3 +74,58 @@ def folder_files(folder: Path, *, drop_sha256: bool = False) -> dict[str, bytes]
 def features(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(batch)
+
+
+# Width and depth of the stand-ins for the field's vision transformers: the record's timm
+# architecture and kwargs (patch size, image size, registers, SwiGLU layers, init_values) with
+# only these replaced, so one forward pass costs milliseconds.
+STANDIN_SHRINK = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+def standin_config(record: EncoderConfig, **updates: object) -> EncoderConfig:
+    """A tiny same-architecture stand-in for ``record`` (same pooling, tiles, normalization)."""
+    from histo_encoders.encoders.pooling import get_rule
+
+    width = get_rule(record.pooling).width_factor * STANDIN_SHRINK["embed_dim"]
+    return record.with_updates(
+        name=f"{record.name}-standin",
+        aliases=(),
+        model_args={**record.model_args, **STANDIN_SHRINK},
+        num_features=width,
+        **updates,
+    )
+
+
+def weights_bytes(config: EncoderConfig, state: dict[str, torch.Tensor]) -> bytes:
+    """``state`` as the bytes of ``config.weights_file`` (safetensors, or torch.save for .bin)."""
+    import io
+
+    if config.weights_file.endswith(".safetensors"):
+        from safetensors.torch import save
+
+        return save(state, metadata={"format": "pt"})
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+GRANTED_TOKEN = "hf_granted_token"
+
+
+def serve_standin(
+    hub, record: EncoderConfig, *, commit: str | None = None
+) -> tuple[str, bytes, EncoderConfig]:
+    """Put the stand-in of ``record`` on the test ``hub`` as a new commit of the record's repo,
+    gated like the real one (GRANTED_TOKEN has access). Returns (commit, weights, stand-in)."""
+    from histo_encoders.encoders.folder import to_config_json
+
+    config = standin_config(record)
+    weights = weights_bytes(config, seeded_state(config))
+    files = {
+        "config.json": json.dumps(to_config_json(config)).encode(),
+        record.weights_file: weights,
+    }
+    commit = hub.add_commit(record.hub_id, files, commit=commit)
+    if record.gated:
+        hub.gate(record.hub_id, (GRANTED_TOKEN,))
+    return commit, weights, config

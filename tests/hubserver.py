@@ -4,7 +4,8 @@ It answers the endpoints huggingface_hub (and so timm) calls to download a file:
 ``/{org}/{name}/resolve/{revision}/{filename}`` with ETag, X-Repo-Commit and Content-Length, 404s
 carrying X-Error-Code, and ``/api/models/{org}/{name}[/revision/{revision}]``. Repositories hold
 several commits; branches point at one. Every request is counted so tests can assert that an
-offline load sent none.
+offline load sent none. A repository can be gated (:meth:`FakeHub.gate`): it then answers as the
+hub does, 401 without a token and 403 with a token not granted access.
 """
 
 from __future__ import annotations
@@ -19,9 +20,19 @@ from urllib.parse import unquote, urlsplit
 
 
 @dataclass
+class Gate:
+    """Tokens granted access; ``error_code`` is the X-Error-Code sent with 401/403 (the hub sends
+    "GatedRepo"; None imitates a server that sends a bare status)."""
+
+    tokens: frozenset[str]
+    error_code: str | None = "GatedRepo"
+
+
+@dataclass
 class Repo:
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
+    gate: Gate | None = None
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.commits:
@@ -37,16 +48,30 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
 
-    def add_commit(self, repo_id: str, files: dict[str, bytes], *, branch: str = "main") -> str:
-        """Store ``files`` as a new commit on ``branch`` and return its 40-hex sha."""
+    def add_commit(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        branch: str = "main",
+        commit: str | None = None,
+    ) -> str:
+        """Store ``files`` as a new commit on ``branch`` and return its 40-hex sha (``commit``
+        when given, e.g. a real repo's pinned sha)."""
         repo = self.repos.setdefault(repo_id, Repo())
         digest = hashlib.sha1(repo_id.encode() + str(len(repo.commits)).encode())
         for name in sorted(files):
             digest.update(name.encode() + hashlib.sha256(files[name]).digest())
-        commit = digest.hexdigest()
+        commit = commit or digest.hexdigest()
         repo.commits[commit] = dict(files)
         repo.refs[branch] = commit
         return commit
+
+    def gate(
+        self, repo_id: str, tokens: tuple[str, ...] = (), *, error_code: str | None = "GatedRepo"
+    ) -> None:
+        """Gate ``repo_id``: only requests carrying one of ``tokens`` get its files."""
+        self.repos.setdefault(repo_id, Repo()).gate = Gate(frozenset(tokens), error_code)
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         hub = self
@@ -134,6 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         self.fake_hub.requests.append((self.command, path))
         parts = path.strip("/").split("/")
+        repo_id = "/".join(parts[2:4] if parts[:2] == ["api", "models"] else parts[:2])
+        if self._refused_by_gate(repo_id, send_body):
+            return
         if len(parts) >= 5 and parts[2] == "resolve":
             self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), send_body)
         elif parts[:2] == ["api", "models"] and len(parts) >= 4:
@@ -141,6 +169,34 @@ class _Handler(BaseHTTPRequestHandler):
             self._model_info("/".join(parts[2:4]), revision, send_body)
         else:
             self._error(404, "RepoNotFound", "no such endpoint", send_body)
+
+    def _refused_by_gate(self, repo_id: str, send_body: bool) -> bool:
+        """Answer 401/403 as the hub does for a gated repo, unless the token is granted."""
+        repo = self.fake_hub.repos.get(repo_id)
+        if repo is None or repo.gate is None:
+            return False
+        auth = self.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+        if token in repo.gate.tokens:
+            return False
+        if token is None:
+            status, message = (
+                401,
+                (
+                    f"Access to model {repo_id} is restricted. You must have access to it and be "
+                    "authenticated to access it. Please log in."
+                ),
+            )
+        else:
+            status, message = (
+                403,
+                (
+                    f"Access to model {repo_id} is restricted and you are not in the authorized list. "
+                    f"Visit https://huggingface.co/{repo_id} to ask for access."
+                ),
+            )
+        self._error(status, repo.gate.error_code, message, send_body)
+        return True
 
     def _resolve(self, repo_id: str, revision: str, filename: str, send_body: bool) -> None:
         repo = self.fake_hub.repos.get(repo_id)
@@ -185,11 +241,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def _error(
-        self, status: int, code: str, message: str, send_body: bool, commit: str | None = None
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        send_body: bool,
+        commit: str | None = None,
     ) -> None:
         payload = json.dumps({"error": message}).encode()
         self.send_response(status)
-        self.send_header("X-Error-Code", code)
+        if code:
+            self.send_header("X-Error-Code", code)
         self.send_header("X-Error-Message", message)
         if commit:
             self.send_header("X-Repo-Commit", commit)

@@ -5,6 +5,12 @@ Example::
     python -m training.reproduce --slides /data/camelyon16 --labels camelyon16.csv \\
         --encoders imagenet moco-camelyon --out results/
 
+Any registered encoder can take part (``histo-encoders list``), e.g. ``--encoders imagenet
+lunit-mocov2 uni2-h virchow2``: each is embedded at its own resolution, tile size, normalization
+and pooling, and the MIL models stay the same. Every encoder is fetched and verified before any
+slide is embedded, so an unknown name, a gated repository without access or a wrong hash stops
+the run at once rather than after hours of embedding the others.
+
 Writes ``<out>/features/<encoder>/<slide_id>.h5`` (reused on a second run), ``results.json``,
 ``results.md`` (encoders side by side), ``roc.png`` and ``heatmaps/*.png``.
 """
@@ -20,6 +26,7 @@ from pathlib import Path
 
 from torch import nn
 
+from histo_encoders.encoders import fetch
 from histo_encoders.pipeline import EmbedOptions, collect_slides, embed_slides
 
 from .mil.benchmark import print_outputs, run_models, write_outputs
@@ -66,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slides", type=Path, required=True, help="folder of slide files")
     parser.add_argument("--labels", type=Path, required=True, help="CSV: slide_id,label,...")
     parser.add_argument(
-        "--encoders", nargs="+", required=True, help="registered names, hub ids or folders"
+        "--encoders",
+        nargs="+",
+        required=True,
+        help="registered names (`histo-encoders list`), hub ids or folders",
     )
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--mpp", type=float, default=None, help="default: each encoder's own")
@@ -123,6 +133,17 @@ def find_slides(slides_dir: Path, labels: LabelTable) -> dict[str, Path]:
             "slide files must be named <slide_id>.<extension>."
         )
     return {row.slide_id: by_stem[row.slide_id] for row in labels.rows}
+
+
+def fetch_encoders(encoders: Sequence[str], loaded: Mapping[str, nn.Module]) -> None:
+    """Resolve, download and verify every encoder not given as a loaded model.
+
+    Raises UnknownEncoderError, GatedRepoAccessError, WeightsUnavailableError or
+    ChecksumMismatchError (histo_encoders.errors) for the first that cannot be used.
+    """
+    for encoder in encoders:
+        if encoder not in loaded:
+            fetch(encoder)
 
 
 def embed_encoder(
@@ -197,6 +218,7 @@ def run(config: ReproduceConfig, models: Mapping[str, nn.Module] | None = None) 
     """
     labels = read_labels(config.labels, config.class_names)
     slide_paths = find_slides(config.slides, labels)
+    fetch_encoders(config.encoders, models or {})
     results, heatmaps, chosen = {}, [], None
     for encoder in config.encoders:
         features_dir = config.out / "features" / folder_name(encoder)

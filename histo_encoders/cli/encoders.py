@@ -18,18 +18,54 @@ def add_commands(commands: Any) -> None:
 
 
 def _add_list(commands: Any) -> None:
-    p = commands.add_parser("list", help="list registered encoders")
+    p = commands.add_parser(
+        "list", help="list registered encoders: architecture, embedding, tiles, licence, pins"
+    )
     p.set_defaults(handler=_run_list)
+
+
+_LIST_COLUMNS = ("name", "architecture", "dim", "tile", "mpp", "licence", "gated", "weights pin")
 
 
 def _run_list(args: argparse.Namespace) -> int:
     from histo_encoders.encoders.registry import get_config, list_encoders
 
+    rows = [_LIST_COLUMNS]
+    descriptions = []
     for name, description in list_encoders().items():
         config = get_config(name)
-        state = "" if config.published else "  [not published yet]"
-        print(f"{name:<16} {config.architecture:<12} {config.mpp} um/px{state}\n    {description}")
+        rows.append(
+            (
+                name,
+                config.architecture,
+                str(config.num_features),
+                str(config.tile_size),
+                "-" if config.mpp is None else f"{config.mpp:g}",
+                config.license,
+                "yes" if config.gated else "no",
+                _pin_state(config),
+            )
+        )
+        descriptions.append(description)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_LIST_COLUMNS))]
+    for index, row in enumerate(rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+        if index:
+            print(f"    {descriptions[index - 1]}")
+    print(
+        "\nweights pin: 'commit+sha256' = pinned commit and file hash; 'commit' = pinned commit, "
+        "hash recorded at first download; 'UNPINNED' = loads main, hash recorded at first "
+        "download of each commit. Gated: request access on the hub, then set HF_TOKEN."
+    )
     return EXIT_OK
+
+
+def _pin_state(config: Any) -> str:
+    if not config.published:
+        return "not published yet"
+    return {"unpinned": "UNPINNED"}.get(config.pinned, config.pinned)
 
 
 def _add_info(commands: Any) -> None:
@@ -41,14 +77,29 @@ def _add_info(commands: Any) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    from histo_encoders.encoders.pooling import get_rule
     from histo_encoders.encoders.registry import get_config
 
     config = get_config(args.name)
     for field in fields(config):
+        if field.name in ("citation", "sources", "notes"):
+            continue
         value = getattr(config, field.name)
         # model_args is a read-only mapping proxy: show it as the dict it reads as.
         shown = dict(value) if field.name == "model_args" else value
         print(f"{field.name:<14} {shown}")
+    print(f"{'embedding':<14} {get_rule(config.pooling).description}")
+    print(f"{'weights pin':<14} {_pin_state(config)}")
+    if config.hub_id:
+        gate = "gated: request access at " if config.gated else "not gated: "
+        print(f"{'access':<14} {gate}https://huggingface.co/{config.hub_id}")
+    if config.notes:
+        print(f"\nnotes:\n  {config.notes}")
+    if config.sources:
+        print("\nsources:")
+        for source in config.sources:
+            print(f"  - {source}")
+    print(f"\ncitation:\n  {config.citation or 'none given'}")
     return EXIT_OK
 
 

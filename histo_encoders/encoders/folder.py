@@ -6,6 +6,9 @@ A folder holds ``config.json``, ``model.safetensors`` and a ``README.md`` model 
 unknown top-level keys are ignored. So every ``pretrained_cfg`` field is written explicitly (left
 out, timm silently assumes ImageNet values) and the histology metadata lives under one top-level
 key, ``histo_encoders``.
+
+Layer classes in ``model_args`` (``mlp_layer``) are written by name: a config.json cannot carry a
+class, so plain timm users pass it in code, as the authors of such weights tell them to.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ _METADATA_FIELDS = (
     "description",
     "aliases",
     "datasets",
+    "pooling",
 )
 # How to record what a plain timm folder lacks, in the words of the error messages.
 HOW_TO_ADD_METADATA = (
     'add it to the folder\'s config.json as a top-level "histo_encoders": {"mpp": 0.5, '
     '"tile_size": 224} (timm ignores that key)'
 )
+# What timm's own pooling is set to for each rule (top-level "global_pool", as timm writes it).
+_GLOBAL_POOL = {"timm": "avg", "cls": "token", "cls+mean": ""}
 
 
 def pretrained_cfg(config: EncoderConfig, *, source: str | None = None) -> dict[str, Any]:
@@ -50,8 +56,8 @@ def pretrained_cfg(config: EncoderConfig, *, source: str | None = None) -> dict[
         "mean": config.mean,
         "std": config.std,
         "num_classes": 0,
-        "first_conv": "conv1",
-        "classifier": "fc",
+        "first_conv": _architecture_default(config.architecture, "first_conv", "conv1"),
+        "classifier": _architecture_default(config.architecture, "classifier", "fc"),
         "license": config.license,
     }
     if config.hub_id:
@@ -59,6 +65,14 @@ def pretrained_cfg(config: EncoderConfig, *, source: str | None = None) -> dict[
     if source:
         cfg["source"] = source
     return cfg
+
+
+def _architecture_default(architecture: str, key: str, fallback: str) -> str:
+    """A pretrained_cfg field of the architecture's default timm weights (layer names)."""
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(architecture)
+    return getattr(cfg, key, None) or fallback
 
 
 def to_config_json(config: EncoderConfig, *, weights_sha256: str | None = None) -> dict[str, Any]:
@@ -73,7 +87,7 @@ def to_config_json(config: EncoderConfig, *, weights_sha256: str | None = None) 
         "architecture": config.architecture,
         "num_classes": 0,
         "num_features": config.num_features,
-        "global_pool": "avg",
+        "global_pool": _GLOBAL_POOL.get(config.pooling, "avg"),
         "pretrained_cfg": pretrained_cfg(config),
         METADATA_KEY: metadata,
     }
@@ -134,6 +148,7 @@ def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderC
         model_args=model_args,
         aliases=tuple(meta.get("aliases", ())),
         datasets=tuple(meta.get("datasets", ())),
+        pooling=meta.get("pooling", "timm"),
     )
 
 

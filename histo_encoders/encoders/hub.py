@@ -14,7 +14,11 @@ from pathlib import Path
 
 from histo_encoders import env
 from histo_encoders.atomic import atomic_write_text
-from histo_encoders.errors import ChecksumMismatchError, WeightsUnavailableError
+from histo_encoders.errors import (
+    ChecksumMismatchError,
+    GatedRepoAccessError,
+    WeightsUnavailableError,
+)
 
 HUB_PREFIX = "hf-hub:"
 CONFIG_NAME = "config.json"
@@ -47,13 +51,16 @@ def download(ref: HubRef, filename: str) -> Path:
     """Return the local path of ``filename`` at ``ref``, downloading it into the HF cache.
 
     Raises WeightsUnavailableError when the hub cannot be reached and the cache does not hold it,
-    or when the repository, revision or file does not exist.
+    or when the repository, revision or file does not exist; GatedRepoAccessError when the hub
+    says the repository is gated and refuses this user (the token, HF_TOKEN or a saved login,
+    is passed by huggingface_hub untouched).
     """
     # Imported here: huggingface_hub reads HF_ENDPOINT/HF_HUB_OFFLINE when first imported, and
     # importing histo_encoders must not freeze them.
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
+        GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -62,6 +69,8 @@ def download(ref: HubRef, filename: str) -> Path:
 
     try:
         return Path(hf_hub_download(ref.repo_id, filename, revision=ref.revision))
+    except GatedRepoError as error:
+        raise GatedRepoAccessError(ref.repo_id, ref.revision, refused_status(error)) from error
     except LocalEntryNotFoundError as error:
         why = "offline (HF_HUB_OFFLINE=1)" if env.hub_offline() else "the hub is unreachable"
         reason = f"{why} and {filename} is not in the local cache"
@@ -77,6 +86,21 @@ def download(ref: HubRef, filename: str) -> Path:
         raise WeightsUnavailableError(ref.repo_id, ref.revision, reason) from error
     except (HfHubHTTPError, OSError) as error:
         raise WeightsUnavailableError(ref.repo_id, ref.revision, str(error)) from error
+
+
+def refused_status(error: BaseException) -> int | None:
+    """401 or 403 when the hub refused the request behind ``error`` (it or a cause), else None.
+
+    A 401/403 the hub does not mark as gated reaches callers as "repository not found" (401) or
+    as a cache miss caused by it (403).
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if status in (401, 403):
+            return int(status)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def commit_of(cached_file: Path) -> str | None:

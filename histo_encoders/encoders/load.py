@@ -16,20 +16,25 @@ from typing import Any, Literal
 import torch
 
 from histo_encoders.encoders import folder as folder_format
-from histo_encoders.encoders import hub
+from histo_encoders.encoders import hub, pooling
 from histo_encoders.encoders.config import EncoderConfig
 from histo_encoders.encoders.registry import get_config, is_registered, suggest
 from histo_encoders.errors import (
     ConfigError,
     CorruptWeightsError,
     EncoderNotPublishedError,
+    GatedRepoAccessError,
     UnknownEncoderError,
     WeightsMismatchError,
+    WeightsUnavailableError,
 )
 
 # The only keys a checkpoint may have that our pooled-feature model lacks: a classification
 # head (timm's ImageNet weights carry one). Anything else is a mismatch.
 _DROPPABLE_HEAD = frozenset({"fc.weight", "fc.bias"})
+# Layer classes a config.json cannot carry (the authors pass them in code, e.g. Virchow's
+# SwiGLU MLP): records name them, and only these names are resolved, from timm.layers.
+_LAYER_CLASSES = frozenset({"SwiGLUPacked", "SwiGLU", "GluMlp", "Mlp"})
 
 
 @dataclass(frozen=True)
@@ -71,22 +76,27 @@ def load(
     revision: str | None = None,
     device: str | torch.device | None = None,
 ) -> torch.nn.Module:
-    """Return a pretrained encoder as a timm model in eval mode producing pooled features.
+    """Return a pretrained encoder in eval mode whose output is the embedding its authors define.
 
     ``name_or_id`` is a registry name or alias (``"moco-camelyon"``), a hub id
     (``"hf-hub:org/name@revision"``), a local encoder folder or a ``.safetensors`` file beside
     its ``config.json``. ``revision`` overrides the pinned hub commit.
 
-    The model carries ``pretrained_cfg`` (so ``timm.data.resolve_model_data_config`` gives the
-    right preprocessing), ``histo_config`` (the EncoderConfig) and ``histo_provenance`` (an
+    The module is the timm model itself (pooling "timm" or "cls") or a thin wrapper around it
+    (pooling "cls+mean", see :mod:`.pooling`); ``num_features`` is the embedding's width. It
+    carries ``pretrained_cfg`` (so ``timm.data.resolve_model_data_config`` gives the right
+    preprocessing), ``histo_config`` (the EncoderConfig) and ``histo_provenance`` (an
     :class:`EncoderProvenance`).
 
     Raises UnknownEncoderError, EncoderNotPublishedError, WeightsUnavailableError,
-    ChecksumMismatchError, CorruptWeightsError, WeightsMismatchError or ConfigError.
+    GatedRepoAccessError, ChecksumMismatchError, CorruptWeightsError, WeightsMismatchError or
+    ConfigError.
     """
     fetched = fetch(name_or_id, revision=revision)
-    model = build_model(fetched.config)
-    dropped = load_weights_strictly(model, read_weights(fetched.weights_path), fetched.config)
+    trunk = build_model(fetched.config)
+    dropped = load_weights_strictly(trunk, read_weights(fetched.weights_path), fetched.config)
+    model = pooling.apply_pooling(trunk, fetched.config.pooling)
+    model.pretrained_cfg = model.default_cfg = trunk.pretrained_cfg
     model.histo_config = fetched.config
     model.histo_provenance = dataclasses.replace(
         fetched.provenance, dropped_keys=tuple(sorted(dropped))
@@ -122,9 +132,20 @@ def _fetch_registered(config: EncoderConfig, revision: str | None) -> FetchedEnc
     ref = hub.HubRef(config.hub_id, revision or config.revision)
     # The record's hash vouches only for the commit it was pinned with.
     pinned = config.sha256 if ref.revision == config.revision else None
-    weights = hub.download(ref, hub.WEIGHTS_NAME)
+    weights = _download_record_file(ref, config)
     provenance = _verify_hub_weights(config.name, weights, ref, pinned, "the registry record")
     return FetchedEncoder(config, weights, provenance)
+
+
+def _download_record_file(ref: hub.HubRef, config: EncoderConfig) -> Path:
+    try:
+        return hub.download(ref, config.weights_file)
+    except WeightsUnavailableError as error:
+        # The record knows the repo is gated: a refusal the hub did not mark as one is the gate.
+        status = hub.refused_status(error)
+        if config.gated and status:
+            raise GatedRepoAccessError(ref.repo_id, ref.revision, status) from error
+        raise
 
 
 def _fetch_hub_id(ref: hub.HubRef, revision: str | None) -> FetchedEncoder:
@@ -148,7 +169,7 @@ def _verify_hub_weights(
         sha256 = hub.verify_file(weights, expected, source)
         checked = source
     else:
-        key = f"{ref.repo_id}@{commit or ref.revision or 'main'}/{hub.WEIGHTS_NAME}"
+        key = f"{ref.repo_id}@{commit or ref.revision or 'main'}/{weights.name}"
         sha256 = hub.verify_first_seen(weights, key)
         checked = "the hash recorded at first download"
     return EncoderProvenance(
@@ -212,16 +233,22 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def build_model(config: EncoderConfig) -> torch.nn.Module:
-    """Create the timm architecture (pooled features, no classifier) with ``config``'s preprocessing."""
+    """Create the timm architecture (no classifier) with ``config``'s preprocessing.
+
+    This is the network the weights load into; ``load()`` then applies the record's pooling.
+    Raises ConfigError when the embedding width the pooling gives is not the record's.
+    """
     import timm
 
     model = timm.create_model(
-        config.architecture, pretrained=False, num_classes=0, **dict(config.model_args)
+        config.architecture, pretrained=False, num_classes=0, **timm_model_args(config)
     )
-    if config.num_features and model.num_features != config.num_features:
+    width = pooling.embedding_width(model, config.pooling)
+    if config.num_features and width != config.num_features:
         raise ConfigError(
-            f"{config.architecture} with {dict(config.model_args)} has {model.num_features} "
-            f"features, but the record of {config.name!r} says {config.num_features}"
+            f"{config.architecture} with {dict(config.model_args)} and pooling "
+            f"{config.pooling!r} gives {width} features, but the record of {config.name!r} "
+            f"says {config.num_features}"
         )
     cfg = folder_format.pretrained_cfg(config, source="histo-encoders")
     model.pretrained_cfg = cfg
@@ -229,22 +256,44 @@ def build_model(config: EncoderConfig) -> torch.nn.Module:
     return model
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (or timm's ``pytorch_model.bin``, with ``weights_only=True``).
+def timm_model_args(config: EncoderConfig) -> dict[str, Any]:
+    """``config.model_args`` as timm's constructor takes them: layer names become classes.
 
+    ``mlp_layer`` names a class of ``timm.layers`` and ``act_layer`` an activation timm knows
+    (``"silu"``); raises ConfigError for any other name.
+    """
+    args = dict(config.model_args)
+    if isinstance(args.get("mlp_layer"), str):
+        import timm.layers
+
+        if args["mlp_layer"] not in _LAYER_CLASSES:
+            raise ConfigError(
+                f"mlp_layer {args['mlp_layer']!r} of {config.name!r} is not one of "
+                f"{sorted(_LAYER_CLASSES)}"
+            )
+        args["mlp_layer"] = getattr(timm.layers, args["mlp_layer"])
+    if isinstance(args.get("act_layer"), str):
+        from timm.layers import get_act_layer
+
+        try:
+            args["act_layer"] = get_act_layer(args["act_layer"])
+        except (KeyError, ValueError) as error:
+            raise ConfigError(f"act_layer {args['act_layer']!r} of {config.name!r}") from error
+    return args
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, or a ``.bin`` state dict with ``torch.load(weights_only=True)``.
+
+    ``weights_only`` unpickles tensors and plain containers only: a pickle that would run code
+    or build other objects is refused. Callers hash the file before reading it.
     Raises CorruptWeightsError for a truncated or foreign file.
     """
+    if path.suffix == ".bin":
+        return _read_pickled_state_dict(path)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    if path.suffix == ".bin":
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
-            raise CorruptWeightsError(str(path), str(error)) from error
-        if not isinstance(state, dict):
-            raise CorruptWeightsError(str(path), f"holds a {type(state).__name__}, not weights")
-        return state
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
@@ -263,6 +312,18 @@ def _classifier_keys(architecture: str) -> frozenset[str]:
     heads = getattr(cfg, "classifier", None) or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
     return frozenset(f"{head}.{p}" for head in heads for p in ("weight", "bias"))
+
+
+def _read_pickled_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError... all mean "not this"
+        raise CorruptWeightsError(str(path), f"{type(error).__name__}: {error}") from error
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise CorruptWeightsError(str(path), "it does not hold a flat state dict of tensors")
+    return dict(state)
 
 
 def load_weights_strictly(

@@ -69,7 +69,7 @@ def render_card(
     mpp = f"{config.mpp} um/px" if config.mpp else "not recorded: give --mpp when embedding"
     rows = [
         ("architecture", f"timm `{config.architecture}`" + _model_args(config)),
-        ("features", f"{config.num_features}-d, global average pooled"),
+        ("features", f"{config.num_features}-d, {_embedding(config)}"),
         ("tiles", f"{config.tile_size} px at {mpp}"),
         ("normalization", f"mean {list(config.mean)}, std {list(config.std)}"),
         ("self-supervision", _known(config.ssl_method)),
@@ -137,6 +137,14 @@ def _license_name(license_text: str) -> str:
     # The hub expects an id-like name: lower case words joined by dashes.
     words = "".join(c if c.isalnum() else " " for c in license_text.lower()).split()
     return "-".join(words)[:64] or UNKNOWN
+
+
+def _embedding(config: EncoderConfig) -> str:
+    if config.pooling == "timm":
+        return "global average pooled"
+    from histo_encoders.encoders.pooling import get_rule
+
+    return get_rule(config.pooling).description
 
 
 def _model_args(config: EncoderConfig) -> str:

@@ -6,9 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-import timm
+import torch
 
 from histo_encoders import errors
+from histo_encoders.encoders import pooling
+from histo_encoders.encoders.load import build_model
 from histo_encoders.encoders.model_card import front_matter
 from histo_encoders.encoders.registry import get_config, list_encoders, register_encoder
 
@@ -32,17 +34,26 @@ def test_record_is_complete(name: str) -> None:
     assert config.license and config.citation and config.training_data and config.ssl_method
     assert config.crop_pct == 1.0, "tiles must never be centre-cropped"
     assert config.hub_id and re.fullmatch(r"[\w.-]+/[\w.-]+", config.hub_id)
-    if config.published:
-        assert config.revision and re.fullmatch(r"[0-9a-f]{40}", config.revision), "pin a commit"
+    # Unpinned records are allowed (verified by trust on first use, marked in `list`), but a pin
+    # is a full commit id and a full sha256, and a hash only ever comes with its commit.
+    if config.revision:
+        assert re.fullmatch(r"[0-9a-f]{40}", config.revision), "pin a full commit id"
     if config.sha256:
-        assert re.fullmatch(r"[0-9a-f]{64}", config.sha256)
+        assert config.revision and re.fullmatch(r"[0-9a-f]{64}", config.sha256)
+    assert config.weights_file in ("model.safetensors", "pytorch_model.bin")
+    assert config.pooling in pooling.RULES
+    if config.gated:
+        assert "Gated" in config.notes, "say how access is granted"
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_record_fits_its_architecture(name: str) -> None:
+    # Full size, on the meta device: no memory, no weights; the embedding is the record's width.
     config = get_config(name)
-    model = timm.create_model(config.architecture, num_classes=0, **dict(config.model_args))
-    assert model.num_features == config.num_features
+    with torch.device("meta"):
+        model = pooling.apply_pooling(build_model(config), config.pooling)
+        embedding = model(torch.empty(2, 3, config.tile_size, config.tile_size))
+    assert model.num_features == config.num_features == embedding.shape[1]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -79,3 +90,25 @@ def test_unpublished_record_says_so_on_its_card() -> None:
     assert "Not published yet" in (CARDS / "moco-camelyon.md").read_text(encoding="utf-8")
     with pytest.raises(errors.EncoderNotPublishedError):
         __import__("histo_encoders").load("moco-camelyon")
+
+
+def test_readme_encoder_table_lists_every_record() -> None:
+    readme = (CARDS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Encoders", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in section.splitlines()
+        if line.startswith("| `")
+    }
+    for name in NAMES:
+        assert name in rows, f"README's encoder table lacks {name}"
+        config = get_config(name)
+        if config.sources:  # the field's records: the row states the record's facts
+            row = rows[name]
+            assert (
+                f"| {config.num_features} (" in row
+                and f"{config.tile_size} px @ {config.mpp}" in row
+            )
+            assert ("| yes |" if config.gated else "| no |") in row
+            pin = {"commit+sha256": "commit + sha256"}.get(config.pinned, config.pinned)
+            assert row.rstrip().endswith(f"| {pin} |")
