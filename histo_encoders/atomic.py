@@ -6,6 +6,10 @@ renamed over the final name, and the folder is fsync'd so the rename itself surv
 If anything fails, including an interrupt, the temporary file is removed and nothing under the
 final name changes. Two writers of the same file never share a temporary name; the last rename
 wins, whole.
+
+Writers that must not both run (a read-modify-write of one record, two processes embedding the
+same slide) take a :class:`FileLock` first: an advisory lock (``flock``) the system releases
+when its process ends, however it ends, so a crash never leaves a stale lock.
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range locks below
+    fcntl = None  # type: ignore[assignment]
+
 PARTIAL_MARK = ".partial"
+LOCK_MARK = ".lock"
 
 
 def temporary_name(path: str | os.PathLike[str]) -> Path:
@@ -119,3 +129,95 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+class FileLock:
+    """An exclusive advisory lock on ``path`` (created if missing), between processes.
+
+    ``acquire(blocking=False)`` returns False at once when another process holds it. With
+    ``remove=True``, :meth:`release` deletes the lock file while still holding it; a process that
+    was waiting then finds it acquired a deleted file and tries again on the new one, so two
+    holders never coexist. Raises OSError when the lock file cannot be created.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, remove: bool = False) -> None:
+        self.path = Path(path)
+        self.remove = remove
+        self._descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._descriptor is not None
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Take the lock (waiting for it if ``blocking``); True once held."""
+        while self._descriptor is None:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _lock_descriptor(descriptor, blocking):
+                os.close(descriptor)
+                return False
+            if self._is_current(descriptor):
+                self._descriptor = descriptor
+            else:  # removed by the holder we waited for: lock the file that replaced it
+                os.close(descriptor)
+        return True
+
+    def release(self) -> None:
+        """Give the lock up (removing the file first when ``remove``); does nothing if not held."""
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is None:
+            return
+        try:
+            if self.remove:
+                with contextlib.suppress(OSError):  # Windows cannot delete an open file
+                    self.path.unlink(missing_ok=True)
+        finally:
+            _unlock_descriptor(descriptor)
+            os.close(descriptor)
+
+    def _is_current(self, descriptor: int) -> bool:
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(descriptor)
+        return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _lock_descriptor(descriptor: int, blocking: bool) -> bool:
+    if fcntl is not None:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(descriptor, flags)
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt
+
+    mode = msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    while True:
+        try:
+            msvcrt.locking(descriptor, mode, 1)
+            return True
+        except OSError:
+            if not blocking:
+                return False  # LK_LOCK gives up after 10 s: keep waiting, as flock does
+
+
+def _unlock_descriptor(descriptor: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return
+    import msvcrt
+
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)
