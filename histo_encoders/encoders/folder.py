@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from histo_encoders.encoders.checks import check_config, check_document
 from histo_encoders.encoders.config import EncoderConfig
-from histo_encoders.errors import ConfigError
 
 METADATA_KEY = "histo_encoders"
 FORMAT_VERSION = 1
@@ -76,32 +76,26 @@ def to_config_json(config: EncoderConfig, *, weights_sha256: str | None = None) 
     return document
 
 
-def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderConfig:
+def from_config_json(
+    document: dict[str, Any], *, default_name: str, source: str = "config.json"
+) -> EncoderConfig:
     """Rebuild an EncoderConfig from a ``config.json`` (ours, or a plain timm one).
 
     A plain timm config has no histology metadata: mpp is then None and must be given when
-    embedding slides. Raises ConfigError when required timm fields are missing.
+    embedding slides. Every field is checked first (``source`` names the file in errors):
+    raises ConfigError, or InvalidConfigValueError naming a field outside its allowed range.
     """
-    try:
-        architecture = document["architecture"]
-        cfg = document["pretrained_cfg"]
-        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
-        input_size = cfg["input_size"]
-    except (KeyError, TypeError) as error:
-        raise ConfigError(
-            f"config.json lacks the timm field {error}: it needs 'architecture' and "
-            "'pretrained_cfg' with 'mean', 'std' and 'input_size'. Re-export the encoder with "
-            "`histo-encoders publish` or `histo-encoders convert`."
-        ) from error
-    meta = document.get(METADATA_KEY, {})
-    return EncoderConfig(
+    check_document(document, source=source)
+    cfg = document["pretrained_cfg"]
+    meta = document.get(METADATA_KEY) or {}
+    config = EncoderConfig(
         name=meta.get("name", default_name),
-        architecture=architecture,
+        architecture=document["architecture"],
         num_features=int(document.get("num_features") or 0),
-        tile_size=int(meta.get("tile_size", input_size[-1])),
+        tile_size=int(meta.get("tile_size", cfg["input_size"][-1])),
         mpp=meta.get("mpp"),
-        mean=mean,
-        std=std,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
         license=cfg.get("license", "unknown"),
         ssl_method=meta.get("ssl_method", "unknown"),
         training_data=meta.get("training_data", "unknown"),
@@ -111,6 +105,7 @@ def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderC
         sha256=meta.get("weights_sha256"),
         interpolation=cfg.get("interpolation", "bicubic"),
         crop_pct=float(cfg.get("crop_pct", 1.0)),
-        model_args=document.get("model_args", {}),
+        model_args=document.get("model_args") or {},
         aliases=tuple(meta.get("aliases", ())),
     )
+    return check_config(config, source=source)
