@@ -89,8 +89,9 @@ def staging_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
 def swap_in_folder(staging: Path, out: str | os.PathLike[str]) -> Path:
     """Put the finished ``staging`` folder at ``out``, replacing a folder already there.
 
-    The old folder is renamed aside first and removed only once the new one is in place, so at
-    every moment ``out`` is either the old folder or the new one, whole.
+    The old folder is renamed aside first and removed only once the new one is in place: ``out``
+    is never a half-written folder, it is missing only between the two renames, and if the
+    second rename fails the old folder is put back.
     """
     out = Path(out)
     for file in staging.rglob("*"):

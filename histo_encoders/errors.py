@@ -187,6 +187,11 @@ class MissingWeightsError(HistoEncodersError, FileNotFoundError):
     """A local encoder folder or config.json has no weights file beside it."""
 
 
+class FolderExistsError(HistoEncodersError, FileExistsError):
+    """An output folder exists and may not be replaced (no --overwrite, or not an encoder
+    folder: --overwrite never deletes anything else)."""
+
+
 class CheckpointLayoutError(HistoEncodersError, ValueError):
     """A checkpoint given to the converter is not in any layout it knows."""
 

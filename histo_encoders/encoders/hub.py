@@ -359,7 +359,8 @@ def verify_advertised(cached_file: Path, sha256: str | None = None) -> str | Non
         return verify_file(cached_file, blob.name, source, actual=sha256)
     if COMMIT_PATTERN.fullmatch(blob.name):
         data = blob.read_bytes()
-        actual = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git names a blob by this sha1
+        # git names a (small, non-LFS) file's blob by this sha1
+        actual = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         if actual != blob.name:
             raise ChecksumMismatchError(str(cached_file), blob.name, actual, source)
     return None
