@@ -1,15 +1,29 @@
 """Embed many slides into one folder: resume, per-slide failures, a summary of the run.
 
 Each slide becomes ``<out>/<slide stem>.h5``. A slide whose complete file exists with the same
-settings fingerprint is skipped, so rerunning an interrupted command finishes the job. A slide
-that cannot be opened, has no usable mpp or holds corrupt tiles is recorded as failed and the run
-goes on; the summary (printed, and ``summary.json`` + ``summary.csv`` beside the outputs) says
-which and why. Under torchrun each rank embeds its own share (``distributed.shard_slides``),
-waits for the others and agrees with them on the outcome (``RunSummary.total_failed``).
+settings fingerprint (settings and slide content, see :mod:`.provenance`) is skipped, so
+rerunning an interrupted command finishes the job. Anything that goes wrong with one slide
+(it cannot be opened, has no usable mpp, holds corrupt tiles, an error inside a decoder or the
+model) is recorded as that slide's failure and the run goes on; the summary (printed, and
+``summary.json`` + ``summary.csv`` beside the outputs) says which and why. A feature file of
+another slide with the same file name is never replaced (OutputConflictError).
+
+Each slide is embedded under a per-slide lock (``.<stem>.h5.lock``), so two processes on one
+output folder never embed the same slide: the second waits for the first and then skips the
+finished slide. Only a condition of the run itself stops it: an output folder that cannot take
+more files (disk full, read-only): the slide being written fails, its temporary file is removed,
+the summary of what finished is written, and RunStoppedError is raised.
+
+Under torchrun each rank embeds its own share (``distributed.shard_slides``), waits for the
+others and agrees with them on the outcome (``RunSummary.total_failed``).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -18,15 +32,27 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from histo_encoders.atomic import LOCK_MARK, FileLock
 from histo_encoders.env import RankInfo, torchrun_ranks
-from histo_encoders.errors import SlideError
+from histo_encoders.errors import (
+    OutputConflictError,
+    OutputNotWritableError,
+    RunStoppedError,
+    SlideError,
+    SlideOpenError,
+)
 from histo_encoders.pipeline.distributed import rank_group, shard_slides, total_over_ranks
 from histo_encoders.pipeline.embed import embed_prepared, prepare_encoder, run_settings
-from histo_encoders.pipeline.features import count_tiles, is_complete, write_features
+from histo_encoders.pipeline.features import FINGERPRINT_ATTR, complete_attrs, write_features
 from histo_encoders.pipeline.inference import PreparedEncoder
 from histo_encoders.pipeline.options import EmbedOptions
 from histo_encoders.pipeline.provenance import RunSettings, SlideIdentity
 from histo_encoders.pipeline.summary import RunSummary, SlideResult, Status, save_summary
+
+_log = logging.getLogger(__name__)
+# errno values that say the output's filesystem, not one slide, is the problem.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_ENVIRONMENT_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system")
 
 # Extensions a folder given on the command line is searched for (OpenSlide's and plain images).
 SLIDE_EXTENSIONS = frozenset(
@@ -91,23 +117,50 @@ def embed_slides(
     ranks of a torchrun job join a group, wait for each other at the end and agree on
     ``total_failed``; given explicitly, the caller coordinates the processes. Slides are sorted
     and split between ranks before anything is read, so ranks never write the same file.
-    Per-slide errors (SlideError) are recorded and the run goes on; encoder errors and write
-    failures stop it. Raises ValueError when two slides share a file stem (they would write the
-    same output).
+    Any error while reading or embedding one slide is recorded and the run goes on.
+
+    Raises ValueError when two slides share a file stem (they would write the same output),
+    OutputNotWritableError when ``out_dir`` cannot be created or written (before any work), and
+    RunStoppedError when it stops taking files part-way (``.summary`` is what finished; the
+    summary files are written if the disk allows). Encoder errors are raised as they are.
     """
     options = options or EmbedOptions()
     _check_unique_stems([Path(p) for p in paths])
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_dir)
     if (rank, world_size, local_rank) != (None, None, None):
         ranks = RankInfo(rank or 0, world_size or 1, local_rank or 0)
         return _embed_share(paths, encoder, out_dir, options, ranks, preview, progress)
     ranks = torchrun_ranks()
+    stopped: RunStoppedError | None = None
     with rank_group(ranks):
-        summary = _embed_share(paths, encoder, out_dir, options, ranks, preview, progress)
+        try:
+            summary = _embed_share(paths, encoder, out_dir, options, ranks, preview, progress)
+        except RunStoppedError as error:  # still meet the other ranks, then stop
+            stopped, summary = error, error.summary
         # Every rank waits here for the others, then all report the same outcome.
         total = total_over_ranks(len(summary.failed))
-    return replace(summary, total_failed=total)
+    summary = replace(summary, total_failed=total)
+    if stopped is not None:
+        raise RunStoppedError(stopped.reason, summary) from stopped
+    return summary
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create ``out_dir`` if needed and make sure a file can be written there.
+
+    Raises OutputNotWritableError (disk full, read-only, no permission, a file in the way).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputNotWritableError(str(out_dir), "it is a file, not a folder")
+    probe = out_dir / f".write-test.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"histo-encoders")
+    except OSError as error:
+        raise OutputNotWritableError(str(out_dir), str(error)) from error
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def _embed_share(
@@ -121,31 +174,74 @@ def _embed_share(
 ) -> RunSummary:
     prepared = prepare_encoder(encoder, options, local_rank=ranks.local_rank)
     settings = run_settings(prepared, options)
-    mine = shard_slides(paths, ranks.rank, ranks.world_size)
+    mine = [Path(p) for p in shard_slides(paths, ranks.rank, ranks.world_size)]
     label = f"slides (rank {ranks.rank})" if ranks.is_distributed else "slides"
     bar = tqdm(mine, desc=label, unit="slide", disable=not progress)
     tiles = tqdm(desc="tiles", unit="tile", disable=not progress, leave=False, position=1)
-    results = []
-    for slide in bar:
-        bar.set_postfix_str(Path(slide).name)
+    results: dict[Path, SlideResult] = {}
+    busy: list[Path] = []  # slides another process was embedding when this one reached them
+    stop: OutputNotWritableError | None = None
+
+    def run(slide: Path, wait: bool) -> bool:
+        nonlocal stop
         tiles.reset()
-        result = _embed_one(Path(slide), prepared, options, settings, out_dir, preview, tiles)
+        result, stop = _embed_one(slide, prepared, options, settings, out_dir, preview, tiles, wait)
+        if result is None:
+            busy.append(slide)
+            return True
+        results[slide] = result
         if result.status == "failed" and progress:
             bar.write(f"failed: {result.error_type}: {result.error}")  # seen now, not at the end
-        results.append(result)
+        return stop is None
+
+    for slide in bar:
+        bar.set_postfix_str(slide.name)
+        if not run(slide, wait=False):
+            break
+    waiting, busy = busy, []
+    for slide in waiting if stop is None else ():
+        # Another process was embedding these: wait for it, then skip what it finished.
+        if not run(slide, wait=True):
+            break
     tiles.close()
     bar.close()
-    summary = RunSummary(
-        tuple(results),
+    summary = _summary(mine, results, out_dir, prepared, settings, ranks, stop)
+    try:
+        save_summary(summary)
+    except OSError as error:
+        reason = f"the summary could not be written to {out_dir} ({error})"
+        stop = stop or OutputNotWritableError(str(out_dir), reason)
+        summary = replace(summary, stopped=summary.stopped or reason)
+    if stop is not None:
+        raise RunStoppedError(str(stop), summary) from stop
+    return summary
+
+
+def _summary(
+    slides: Sequence[Path],
+    results: dict[Path, SlideResult],
+    out_dir: Path,
+    prepared: PreparedEncoder,
+    settings: RunSettings,
+    ranks: RankInfo,
+    stop: OutputNotWritableError | None,
+) -> RunSummary:
+    """Every slide's result in order; those a stopped run never reached are ``not_run``."""
+    ordered = tuple(
+        results.get(slide)
+        or SlideResult(str(slide), "not_run", error_type="RunStoppedError", error=str(stop))
+        for slide in slides
+    )
+    return RunSummary(
+        ordered,
         out_dir,
         prepared.spec.name,
         settings,
         rank=ranks.rank,
         world_size=ranks.world_size,
-        total_failed=sum(r.status == "failed" for r in results),
+        total_failed=sum(r.status == "failed" for r in ordered),
+        stopped=str(stop) if stop else None,
     )
-    save_summary(summary)
-    return summary
 
 
 def _embed_one(
@@ -156,12 +252,58 @@ def _embed_one(
     out_dir: Path,
     preview: bool,
     tiles: tqdm,
-) -> SlideResult:
+    wait: bool,
+) -> tuple[SlideResult | None, OutputNotWritableError | None]:
+    """One slide under its lock: (its result, or None when another process holds the slide
+    and ``wait`` is False; the environment failure that must stop the run, if any)."""
     output = output_path(out_dir, slide)
     started = time.perf_counter()
-    if is_complete(output, settings.fingerprint(SlideIdentity.of(slide))):
-        return SlideResult(str(slide), "skipped", count_tiles(output), 0.0, output=str(output))
-    preview_path = out_dir / f"{slide.stem}.preview.png" if preview else None
+    try:
+        identity = SlideIdentity.of(slide)
+    except OSError as error:
+        failure = SlideOpenError(str(slide), f"cannot read the file ({error})")
+        return _failed(slide, started, failure), None
+    lock = FileLock(output.with_name(f".{output.name}{LOCK_MARK}"), remove=True)
+    try:
+        if not lock.acquire(blocking=wait):
+            return None, None
+    except OSError as error:
+        stop = OutputNotWritableError(str(out_dir), f"cannot create a lock file ({error})")
+        return _failed(slide, started, stop), stop
+    try:
+        return _embed_locked(
+            slide, identity, output, prepared, options, settings, preview, tiles, started
+        )
+    finally:
+        lock.release()
+
+
+def _embed_locked(
+    slide: Path,
+    identity: SlideIdentity,
+    output: Path,
+    prepared: PreparedEncoder,
+    options: EmbedOptions,
+    settings: RunSettings,
+    preview: bool,
+    tiles: tqdm,
+    started: float,
+) -> tuple[SlideResult, OutputNotWritableError | None]:
+    fingerprint = settings.fingerprint(identity)
+    finished = complete_attrs(output)
+    if finished is not None:
+        recorded, n_tiles = finished
+        if recorded.get(FINGERPRINT_ATTR) == fingerprint:
+            return SlideResult(str(slide), "skipped", n_tiles, 0.0, output=str(output)), None
+        if "slide_path" in recorded and not identity.same_file_as(recorded):
+            conflict = OutputConflictError(
+                str(slide),
+                f"{output} holds the features of another slide with the same file name, "
+                f"{recorded['slide_path']}, and is not replaced. Embed this slide into another "
+                "--out, or rename one of the two files.",
+            )
+            return _failed(slide, started, conflict), None
+    preview_path = output.with_name(f"{slide.stem}.preview.png") if preview else None
     try:
         embedding = embed_prepared(
             slide,
@@ -171,15 +313,40 @@ def _embed_one(
             preview_path=preview_path,
             on_batch=tiles.update,
         )
-    except SlideError as error:
-        return SlideResult(
-            str(slide),
-            "failed",
-            seconds=time.perf_counter() - started,
-            error_type=type(error).__name__,
-            error=str(error),
-        )
-    write_features(output, embedding.features, embedding.coords, embedding.attrs)
+        write_features(output, embedding.features, embedding.coords, embedding.attrs)
+    except Exception as error:  # whatever goes wrong with one slide is that slide's failure
+        stop = _environment_failure(error, output)
+        if not isinstance(error, SlideError | OutputNotWritableError):
+            _log.debug("%s failed", slide, exc_info=True)  # the traceback, for --debug
+        return _failed(slide, started, stop or error), stop
     status: Status = "ok" if embedding.n_tiles else "empty"
     elapsed = time.perf_counter() - started
-    return SlideResult(str(slide), status, embedding.n_tiles, elapsed, output=str(output))
+    return SlideResult(str(slide), status, embedding.n_tiles, elapsed, output=str(output)), None
+
+
+def _environment_failure(error: BaseException, output: Path) -> OutputNotWritableError | None:
+    """The error as a run-stopping OutputNotWritableError when it says the output's disk is
+    full or read-only (anywhere in its chain of causes); None for the slide's own failures."""
+    if isinstance(error, OutputNotWritableError):
+        return error
+    seen: BaseException | None = error
+    while seen is not None:
+        text = str(seen)
+        if (isinstance(seen, OSError) and seen.errno in _ENVIRONMENT_ERRNOS) or any(
+            message in text for message in _ENVIRONMENT_MESSAGES
+        ):
+            return OutputNotWritableError(str(output.parent), text)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _failed(slide: Path, started: float, error: BaseException) -> SlideResult:
+    """A failed slide's result: the error's type and the first line of its message."""
+    message = str(error).strip() or type(error).__name__
+    return SlideResult(
+        str(slide),
+        "failed",
+        seconds=time.perf_counter() - started,
+        error_type=type(error).__name__,
+        error=message.splitlines()[0],
+    )
