@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from histo_encoders.cli.codes import EXIT_ERROR, EXIT_OK, EXIT_SLIDES_FAILED
+from histo_encoders.cli.codes import EXIT_ERROR, EXIT_OK, EXIT_SLIDES_FAILED, exit_code_help
+from histo_encoders.cli.numbers import integer, number
+from histo_encoders.limits import BATCH_SIZE_RANGE, MPP_RANGE, TILE_SIZE_RANGE, WORKERS_RANGE
 
 
 def add_commands(commands: Any) -> None:
@@ -21,6 +24,8 @@ def _add_embed(commands: Any) -> None:
         description="Embed every tissue tile of each slide; one <stem>.h5 per slide in --out. "
         "Slides whose complete output exists with the same settings are skipped (resume). "
         "Under torchrun the slides are split between ranks.",
+        epilog=exit_code_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("slides", nargs="+", help="slide files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder for <stem>.h5 and the summary")
@@ -39,18 +44,29 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
         default=default_encoder,
         help="registered name, hf-hub:org/name[@rev] or local folder (default: %(default)s)",
     )
-    p.add_argument("--mpp", type=float, help="target um/px of the tiles (default: the encoder's)")
-    p.add_argument("--tile-size", type=int, help="tile side in px (default: the encoder's)")
-    p.add_argument("--slide-mpp", type=float, help="override the slide's own level-0 um/px")
+    p.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="allow a registered encoder at a revision other than its pinned commit (checked "
+        "against the hash recorded at its first download)",
+    )
+    mpp = number(*MPP_RANGE)
+    p.add_argument("--mpp", type=mpp, help="target um/px of the tiles (default: the encoder's)")
+    p.add_argument(
+        "--tile-size",
+        type=integer(*TILE_SIZE_RANGE),
+        help="tile side in px (default: the encoder's)",
+    )
+    p.add_argument("--slide-mpp", type=mpp, help="override the slide's own level-0 um/px")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=integer(*BATCH_SIZE_RANGE),
         default=option_default("batch_size"),
         help="tiles per batch (default: %(default)s)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=integer(*WORKERS_RANGE),
         help="OpenSlide tile reader processes (default: one per CPU, at most 8; here "
         f"{option_default('workers')})",
     )
@@ -67,7 +83,7 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
     )
     p.add_argument(
         "--min-tissue",
-        type=float,
+        type=number(0.0, 1.0),
         default=tissue.min_tissue,
         help="tissue fraction to keep a tile (default: %(default)s)",
     )
@@ -114,6 +130,13 @@ def embed_options_from_args(args: argparse.Namespace) -> Any:
 def _run_embed(args: argparse.Namespace) -> int:
     from histo_encoders.pipeline.run import collect_slides, embed_slides
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(
+            f"histo-encoders embed: error: --out {out} is a file; give a folder (created if missing)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     options = embed_options_from_args(args)
     try:
         slides = collect_slides(args.slides)
@@ -123,10 +146,15 @@ def _run_embed(args: argparse.Namespace) -> int:
     if not slides:
         print(f"histo-encoders embed: no slide files found in {args.slides}", file=sys.stderr)
         return EXIT_ERROR
+    encoder = args.encoder
+    if args.allow_unpinned:
+        from histo_encoders.encoders.load import load
+
+        encoder = load(args.encoder, allow_unpinned=True)
     # Under torchrun, embed_slides splits the slides, waits for every rank and sums failures.
     summary = embed_slides(
         slides,
-        args.encoder,
+        encoder,
         args.out,
         options,
         preview=args.preview,

@@ -16,11 +16,8 @@ from typing import Any
 
 from histo_encoders.encoders.config import EncoderConfig
 from histo_encoders.errors import ConfigError, InvalidConfigValueError
+from histo_encoders.limits import MPP_RANGE, TILE_SIZE_RANGE
 
-# Tile side in pixels: smaller tiles hold no cell; larger ones no encoder takes.
-TILE_SIZE_RANGE = (8, 8192)
-# Microns per pixel an encoder may expect, as plausible for a slide (slides.slide.MPP_RANGE).
-MPP_RANGE = (0.05, 20.0)
 # timm's interpolation names (timm.data.transforms.str_to_interp_mode).
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
