@@ -429,7 +429,7 @@ def _known_hashes_path() -> Path:
 def _read_known_hashes(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no record yet (or no home to hold one)
         return {}
     except OSError as error:
         raise TrustRecordError(str(path), f"it cannot be read ({error})") from error

@@ -80,7 +80,7 @@ class SlideIdentity:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_identity(path: str, size: int, mtime_ns: int, inode: int) -> tuple:
+def _cached_identity(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> tuple:
     from histo_encoders.pipeline.fingerprint import content_digest
 
     return (size, mtime_ns, content_digest(path), str(Path(path).resolve()))
@@ -88,7 +88,10 @@ def _cached_identity(path: str, size: int, mtime_ns: int, inode: int) -> tuple:
 
 def _identity(path: Path, stat: os.stat_result) -> tuple:
     # Taken twice per slide (resume check, provenance): hashed once while the file is unchanged.
-    return _cached_identity(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    # Keyed on the change time too: any write changes it, and no tool can set it back.
+    return _cached_identity(
+        str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+    )
 
 
 # How tiles become model input, named so that a change to it invalidates finished files: area

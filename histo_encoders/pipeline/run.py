@@ -20,6 +20,7 @@ others and agrees with them on the outcome (``RunSummary.total_failed``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -160,7 +161,8 @@ def check_output_folder(out_dir: Path) -> None:
     except OSError as error:
         raise OutputNotWritableError(str(out_dir), str(error)) from error
     finally:
-        probe.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
 
 
 def _embed_share(

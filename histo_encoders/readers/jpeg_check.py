@@ -91,7 +91,7 @@ _DEFAULT_VALUES[0, :12] = np.arange(12)
 _DEFAULT_VALUES[1, :12] = np.arange(12)
 _DEFAULT_VALUES[2, :162] = np.frombuffer(_AC_LUMINANCE, np.uint8)
 _DEFAULT_VALUES[3, :162] = np.frombuffer(_AC_CHROMINANCE, np.uint8)
-_EMPTY = np.zeros(0, dtype=np.uint8)
+_EMPTY = np.frombuffer(b"", np.uint8)  # read-only, like tiles from bytes: one compiled type
 _JFIF = np.frombuffer(b"JFIF\0", np.uint8)  # APP0 identifiers libjpeg looks for
 _ADOBE = np.frombuffer(b"Adobe", np.uint8)
 
