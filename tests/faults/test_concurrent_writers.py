@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import h5py
+import pytest
 
 from histo_encoders.atomic import FileLock
 from tests.faults.conftest import REPO, embed_args, leftovers
@@ -30,6 +31,7 @@ def _watch(out: Path, stop: threading.Event, seen: list[str], incomplete: list[s
         time.sleep(0.005)
 
 
+@pytest.mark.integration
 def test_two_processes_on_one_output_folder_embed_each_slide_once(
     slide_copies, tiny_encoder_dir, tmp_path
 ) -> None:

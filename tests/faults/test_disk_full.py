@@ -48,6 +48,7 @@ def _assert_stopped_cleanly(out: Path, ran) -> None:
     assert read_features(out / "a.h5")[0].shape[0] > 0  # what finished before is intact
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_full_tmpfs_stops_the_run_cleanly(slide_copies, tiny_encoder_dir, tmp_path, capsys):
     slides = slide_copies(**{"a.svs": "svs", "b.svs": "svs", "c.svs": "svs"})
