@@ -10,18 +10,29 @@ wins, whole.
 What is written follows the process's umask (files 0666, folders 0777, less the umask), like any
 file a user creates, whatever mode the library that wrote the temporary file chose: colleagues on
 a shared cluster read the outputs when the umask lets them.
+
+Writers that must not both run (a read-modify-write of one record, two processes embedding the
+same slide) take a :class:`FileLock` first: an advisory lock (``flock``) the system releases
+when its process ends, however it ends, so a crash never leaves a stale lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt's byte-range locks below
+    fcntl = None  # type: ignore[assignment]
+
 PARTIAL_MARK = ".partial"
+LOCK_MARK = ".lock"
 
 
 def temporary_name(path: str | os.PathLike[str]) -> Path:
@@ -34,6 +45,20 @@ def is_temporary(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a writer's temporary file (never a finished output)."""
     name = Path(path).name
     return name.startswith(".") and name.endswith(PARTIAL_MARK)
+
+
+def remove_leftovers(path: str | os.PathLike[str]) -> int:
+    """Remove the temporary files earlier writers of ``path`` left behind when they were killed;
+    returns how many. Call it only while holding the lock that serialises ``path``'s writers,
+    so no live writer's file is taken."""
+    path = Path(path)
+    pattern = f".{glob.escape(path.name)}.*{PARTIAL_MARK}"
+    removed = 0
+    for leftover in path.parent.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            removed += 1
+    return removed
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
@@ -84,8 +109,9 @@ def staging_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
 def swap_in_folder(staging: Path, out: str | os.PathLike[str]) -> Path:
     """Put the finished ``staging`` folder at ``out``, replacing a folder already there.
 
-    The old folder is renamed aside first and removed only once the new one is in place, so at
-    every moment ``out`` is either the old folder or the new one, whole.
+    The old folder is renamed aside first and removed only once the new one is in place: ``out``
+    is never a half-written folder, it is missing only between the two renames, and if the
+    second rename fails the old folder is put back.
     """
     out = Path(out)
     for file in staging.rglob("*"):
@@ -142,3 +168,95 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+class FileLock:
+    """An exclusive advisory lock on ``path`` (created if missing), between processes.
+
+    ``acquire(blocking=False)`` returns False at once when another process holds it. With
+    ``remove=True``, :meth:`release` deletes the lock file while still holding it; a process that
+    was waiting then finds it acquired a deleted file and tries again on the new one, so two
+    holders never coexist. Raises OSError when the lock file cannot be created.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, remove: bool = False) -> None:
+        self.path = Path(path)
+        self.remove = remove
+        self._descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._descriptor is not None
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Take the lock (waiting for it if ``blocking``); True once held."""
+        while self._descriptor is None:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _lock_descriptor(descriptor, blocking):
+                os.close(descriptor)
+                return False
+            if self._is_current(descriptor):
+                self._descriptor = descriptor
+            else:  # removed by the holder we waited for: lock the file that replaced it
+                os.close(descriptor)
+        return True
+
+    def release(self) -> None:
+        """Give the lock up (removing the file first when ``remove``); does nothing if not held."""
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is None:
+            return
+        try:
+            if self.remove:
+                with contextlib.suppress(OSError):  # Windows cannot delete an open file
+                    self.path.unlink(missing_ok=True)
+        finally:
+            _unlock_descriptor(descriptor)
+            os.close(descriptor)
+
+    def _is_current(self, descriptor: int) -> bool:
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(descriptor)
+        return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _lock_descriptor(descriptor: int, blocking: bool) -> bool:
+    if fcntl is not None:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(descriptor, flags)
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt
+
+    mode = msvcrt.LK_LOCK if blocking else msvcrt.LK_NBLCK
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    while True:
+        try:
+            msvcrt.locking(descriptor, mode, 1)
+            return True
+        except OSError:
+            if not blocking:
+                return False  # LK_LOCK gives up after 10 s: keep waiting, as flock does
+
+
+def _unlock_descriptor(descriptor: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return
+    import msvcrt
+
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)

@@ -8,13 +8,22 @@ are listed here so a user finds every variable in one place.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 HOME_VARIABLE = "HISTO_ENCODERS_HOME"
-HUB_VARIABLES = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN")
+# huggingface_hub's own. HF_HUB_DOWNLOAD_TIMEOUT bounds each read of a file body (huggingface_hub
+# retries a stalled body a few times, resuming where it stopped).
+HUB_VARIABLES = ("HF_ENDPOINT", "HF_HOME", "HF_HUB_OFFLINE", "HF_TOKEN", "HF_HUB_DOWNLOAD_TIMEOUT")
+# Ours: how long a hub request may wait to connect, and for each answer, before the load fails
+# with a clear error instead of huggingface_hub's long retries (minutes on a hub that hangs).
+HUB_CONNECT_TIMEOUT_VARIABLE = "HISTO_ENCODERS_HUB_CONNECT_TIMEOUT"
+HUB_READ_TIMEOUT_VARIABLE = "HISTO_ENCODERS_HUB_READ_TIMEOUT"
+DEFAULT_HUB_CONNECT_TIMEOUT = 10.0
+DEFAULT_HUB_READ_TIMEOUT = 30.0
 # numba's own: where the compiled loops of histo_encoders.readers.kernels are cached, when the installed
 # package's folder is not writable.
 NUMBA_VARIABLES = ("NUMBA_CACHE_DIR",)
@@ -33,6 +42,37 @@ def home() -> Path:
         return Path(explicit)
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "histo-encoders"
+
+
+@dataclass(frozen=True)
+class HubTimeouts:
+    """Seconds a hub request may wait to connect (``connect``) and for each answer (``read``)."""
+
+    connect: float = DEFAULT_HUB_CONNECT_TIMEOUT
+    read: float = DEFAULT_HUB_READ_TIMEOUT
+
+
+def hub_timeouts(environ: Mapping[str, str] | None = None) -> HubTimeouts:
+    """The hub timeouts: HISTO_ENCODERS_HUB_CONNECT_TIMEOUT and HISTO_ENCODERS_HUB_READ_TIMEOUT
+    (seconds), else 10 s to connect and 30 s per answer.
+
+    Raises ValueError naming the variable when a value is not a positive number.
+    """
+    environ = os.environ if environ is None else environ
+    values = []
+    for name, default in (
+        (HUB_CONNECT_TIMEOUT_VARIABLE, DEFAULT_HUB_CONNECT_TIMEOUT),
+        (HUB_READ_TIMEOUT_VARIABLE, DEFAULT_HUB_READ_TIMEOUT),
+    ):
+        text = environ.get(name, "").strip()
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name}={text!r}: must be a positive number of seconds")
+        values.append(value)
+    return HubTimeouts(*values)
 
 
 def hub_offline() -> bool:

@@ -83,6 +83,10 @@ class GatedRepoAccessError(HistoEncodersError, PermissionError):
         )
 
 
+class HubTimeoutError(WeightsUnavailableError, TimeoutError):
+    """The hub accepted no connection or sent no answer within the configured timeouts."""
+
+
 class ChecksumMismatchError(HistoEncodersError, ValueError):
     """The weights file does not hash to the expected sha256: nothing was loaded."""
 
@@ -142,6 +146,75 @@ class ConfigError(HistoEncodersError, ValueError):
     """An encoder folder or config.json is missing fields or has invalid values."""
 
 
+class InvalidConfigValueError(ConfigError):
+    """One field of an encoder's configuration holds a value outside what it may be.
+
+    ``field`` is the field's name as written in config.json (e.g. ``pretrained_cfg.std``),
+    ``allowed`` the range or set it must be in, ``source`` where the value was read.
+    """
+
+    def __init__(self, source: str, field: str, value: object, allowed: str) -> None:
+        self.source = source
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(
+            f"{source}: {field} is {value!r}, but it must be {allowed}. Nothing was loaded: fix "
+            "the value (or re-export the encoder with `histo-encoders publish`/`convert`)."
+        )
+
+
+class InvalidHubReferenceError(HistoEncodersError, ValueError):
+    """A hub id or revision that the hub's grammar does not allow: refused before any request."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+        super().__init__(
+            f"Invalid hub reference {text!r}: {reason}. A hub id is written "
+            "'hf-hub:org/name[@revision]' (letters, digits, '-', '_' and '.'); a revision is a "
+            "branch, tag or commit sha."
+        )
+
+
+class UnpinnedRevisionError(HistoEncodersError, ValueError):
+    """A revision of a registered encoder resolves to a commit other than the pinned one."""
+
+    def __init__(self, name: str, revision: str, commit: str, pinned: str) -> None:
+        self.name = name
+        self.revision = revision
+        self.commit = commit
+        self.pinned = pinned
+        super().__init__(
+            f"Revision {revision!r} of encoder {name!r} is commit {commit}, but the registry pins "
+            f"commit {pinned} (with its sha256). Leave the revision out to load the pinned "
+            "weights, or opt in to other weights with allow_unpinned=True (command line: "
+            "--allow-unpinned); they are then checked against the hash recorded the first time "
+            "that commit is loaded."
+        )
+
+
+class TrustRecordError(HistoEncodersError, ValueError):
+    """The record of first-seen weight hashes cannot be read: nothing is trusted from it."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"The record of first-seen weight hashes {path} cannot be used: {reason}. Restore it "
+            "from a backup, or delete it to start a new record (unpinned weights are then "
+            "trusted again on their next first load). HISTO_ENCODERS_HOME moves it elsewhere."
+        )
+
+
+class MissingWeightsError(HistoEncodersError, FileNotFoundError):
+    """A local encoder folder or config.json has no weights file beside it."""
+
+
+class FolderExistsError(HistoEncodersError, FileExistsError):
+    """An output folder exists and may not be replaced (no --overwrite, or not an encoder
+    folder: --overwrite never deletes anything else)."""
+
+
 class CheckpointLayoutError(HistoEncodersError, ValueError):
     """A checkpoint given to the converter is not in any layout it knows."""
 
@@ -179,6 +252,32 @@ class TargetResolutionError(SlideError, ValueError):
 
 class FeatureFileError(HistoEncodersError, OSError):
     """A feature file is missing, incomplete or was written with other settings."""
+
+
+class OutputConflictError(SlideError, FileExistsError):
+    """The slide's output name already holds the features of another slide file."""
+
+
+class OutputNotWritableError(HistoEncodersError, OSError):
+    """The output folder cannot take more files (disk full, read-only, no permission): the run
+    stops, since every later slide would fail the same way."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"Cannot write to {path}: {reason}. Free space or choose a writable --out; the "
+            "slides already finished are kept, and running the same command again resumes."
+        )
+
+
+class RunStoppedError(HistoEncodersError, OSError):
+    """A run-level condition stopped a batch run; ``summary`` is what finished before it."""
+
+    def __init__(self, reason: str, summary: object) -> None:
+        self.reason = reason
+        self.summary = summary
+        super().__init__(f"The run stopped: {reason}")
 
 
 class NonFiniteFeaturesError(SlideError, ArithmeticError):

@@ -6,6 +6,10 @@ carrying X-Error-Code, and ``/api/models/{org}/{name}[/revision/{revision}]``. R
 several commits; branches point at one. Every request is counted so tests can assert that an
 offline load sent none. A repository can be gated (:meth:`FakeHub.gate`): it then answers as the
 hub does, 401 without a token and 403 with a token not granted access.
+
+Faults, per repository, for tests of what a user sees when the hub misbehaves:
+:meth:`FakeHub.hang` (no answer for a while) and :meth:`FakeHub.corrupt_body` (a body that
+differs from the sha256 the ETag advertises, as a broken mirror or proxy would send).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -47,6 +52,16 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
+        self.hanging: dict[str, float] = {}  # repo id -> seconds every request waits
+        self.corrupted: set[tuple[str, str]] = set()  # (repo id, filename) served damaged
+
+    def hang(self, repo_id: str, seconds: float) -> None:
+        """Make every request to ``repo_id`` wait ``seconds`` before it is answered."""
+        self.hanging[repo_id] = seconds
+
+    def corrupt_body(self, repo_id: str, filename: str) -> None:
+        """Serve ``filename`` of ``repo_id`` with one byte changed, under the original ETag."""
+        self.corrupted.add((repo_id, filename))
 
     def add_commit(
         self,
@@ -163,6 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._refused_by_gate(repo_id, send_body):
             return
         if len(parts) >= 5 and parts[2] == "resolve":
+            time.sleep(self.fake_hub.hanging.get("/".join(parts[:2]), 0.0))
             self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), send_body)
         elif parts[:2] == ["api", "models"] and len(parts) >= 4:
             revision = parts[5] if len(parts) >= 6 and parts[4] == "revision" else "main"
@@ -209,10 +225,13 @@ class _Handler(BaseHTTPRequestHandler):
         if content is None:
             return self._error(404, "EntryNotFound", f"{filename} not found", send_body, commit)
         start = self._range_start()
+        etag = hashlib.sha256(content).hexdigest()
+        if (repo_id, filename) in self.fake_hub.corrupted:
+            content = content[:-1] + bytes([content[-1] ^ 0xFF])
         body = content[start:]
         self.send_response(206 if start else 200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("ETag", f'"{hashlib.sha256(content).hexdigest()}"')
+        self.send_header("ETag", f'"{etag}"')
         self.send_header("X-Repo-Commit", commit)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

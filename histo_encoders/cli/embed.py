@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from histo_encoders.cli.codes import EXIT_ERROR, EXIT_OK, EXIT_SLIDES_FAILED
+from histo_encoders.cli.codes import EXIT_ERROR, EXIT_OK, EXIT_SLIDES_FAILED, exit_code_help
+from histo_encoders.cli.numbers import integer, number
+from histo_encoders.limits import BATCH_SIZE_RANGE, MPP_RANGE, TILE_SIZE_RANGE, WORKERS_RANGE
 
 
 def add_commands(commands: Any) -> None:
@@ -21,6 +24,8 @@ def _add_embed(commands: Any) -> None:
         description="Embed every tissue tile of each slide; one <stem>.h5 per slide in --out. "
         "Slides whose complete output exists with the same settings are skipped (resume). "
         "Under torchrun the slides are split between ranks.",
+        epilog=exit_code_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "slides",
@@ -53,11 +58,21 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
     )
     p.add_argument(
         "--mpp",
-        type=float,
+        type=number(*MPP_RANGE),
         help="target um/px of the tiles (default: the encoder's; needed for folders that "
         "do not record it)",
     )
-    p.add_argument("--tile-size", type=int, help="tile side in px (default: the encoder's)")
+    p.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="allow a registered encoder at a revision other than its pinned commit (checked "
+        "against the hash recorded at its first download)",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=integer(*TILE_SIZE_RANGE),
+        help="tile side in px (default: the encoder's)",
+    )
     p.add_argument(
         "--slide-mpp",
         metavar="MPP_OR_CSV",
@@ -68,13 +83,13 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=integer(*BATCH_SIZE_RANGE),
         default=option_default("batch_size"),
         help="tiles per batch (default: %(default)s)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=integer(*WORKERS_RANGE),
         help="OpenSlide tile reader processes (default: one per CPU, at most 8; here "
         f"{option_default('workers')})",
     )
@@ -91,7 +106,7 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
     )
     p.add_argument(
         "--min-tissue",
-        type=float,
+        type=number(0.0, 1.0),
         default=tissue.min_tissue,
         help="tissue fraction to keep a tile (default: %(default)s)",
     )
@@ -113,11 +128,13 @@ def _add_encoder_options(p: argparse.ArgumentParser, *, default_encoder: str | N
 
 
 def _mpp_or_csv(text: str) -> float | str:
-    """``--slide-mpp``: a number, or the path of a CSV of per-slide values."""
+    """``--slide-mpp``: a number (checked against the plausible range), or the path of a CSV of
+    per-slide values."""
     try:
-        return float(text)
+        float(text)
     except ValueError:
         return text
+    return number(*MPP_RANGE)(text)
 
 
 def embed_options_from_args(args: argparse.Namespace) -> Any:
@@ -150,6 +167,13 @@ def _run_embed(args: argparse.Namespace) -> int:
     if args.encoder is None:
         print(_encoder_required(), file=sys.stderr)
         return EXIT_ERROR
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(
+            f"histo-encoders embed: error: --out {out} is a file; give a folder (created if missing)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     options = embed_options_from_args(args)
     try:
         slides = collect_slides(args.slides, exclude=[args.out])
@@ -160,10 +184,15 @@ def _run_embed(args: argparse.Namespace) -> int:
     if not slides:
         print(f"histo-encoders embed: no slide files found in {args.slides}", file=sys.stderr)
         return EXIT_ERROR
+    encoder = args.encoder
+    if args.allow_unpinned:
+        from histo_encoders.encoders.load import load
+
+        encoder = load(args.encoder, allow_unpinned=True)
     # Under torchrun, embed_slides splits the slides, waits for every rank and sums failures.
     summary = embed_slides(
         slides,
-        args.encoder,
+        encoder,
         args.out,
         options,
         preview=args.preview,

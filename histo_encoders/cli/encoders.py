@@ -106,14 +106,20 @@ def _run_info(args: argparse.Namespace) -> int:
 def _add_fetch(commands: Any) -> None:
     p = commands.add_parser("fetch", help="download and verify an encoder's weights into the cache")
     p.add_argument("name", help="registered encoder name or alias, or hf-hub:org/name")
-    p.add_argument("--revision", help="hub commit to fetch instead of the pinned one")
+    p.add_argument("--revision", help="hub revision (commit, branch or tag) to fetch")
+    p.add_argument(
+        "--allow-unpinned",
+        action="store_true",
+        help="allow a registered encoder at a commit other than its pinned one (checked against "
+        "the hash recorded at its first download)",
+    )
     p.set_defaults(handler=_run_fetch)
 
 
 def _run_fetch(args: argparse.Namespace) -> int:
     from histo_encoders.encoders.load import fetch
 
-    fetched = fetch(args.name, revision=args.revision)
+    fetched = fetch(args.name, revision=args.revision, allow_unpinned=args.allow_unpinned)
     print(f"{fetched.config.name}: {fetched.weights_path}")
     for key, value in fetched.provenance.as_dict().items():
         print(f"  {key}: {value}")

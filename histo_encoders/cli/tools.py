@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from histo_encoders.cli.codes import EXIT_OK, EXIT_SLIDES_FAILED
+from histo_encoders.cli.numbers import integer, number
+from histo_encoders.limits import BATCH_SIZE_RANGE, MPP_RANGE, TILE_SIZE_RANGE
 
 
 def add_commands(commands: Any) -> None:
@@ -47,13 +49,31 @@ def _add_benchmark(commands: Any) -> None:
     )
     p.add_argument("--slide", help="slide to read (default: a synthetic 9000 x 7000 px SVS)")
     p.add_argument("--encoder", help="encoder name, hf-hub id or folder for the model columns")
-    p.add_argument("--mpp", type=float, default=0.5, help="target um/px (default: 0.5)")
-    p.add_argument("--tile-size", type=int, default=224, help="tile side in px (default: 224)")
-    p.add_argument("--batch-size", type=int, default=64, help="tiles per batch (default: 64)")
-    p.add_argument("--max-tiles", type=int, help="only the first N tiles of the grid")
-    p.add_argument("--model-tiles", type=int, default=256, help="tiles for the model columns")
-    p.add_argument("--repeats", type=int, default=3, help="runs per measurement (best shown)")
-    p.add_argument("--threads", type=int, default=0, help="TIFF reader threads (0: all CPUs)")
+    p.add_argument(
+        "--mpp", type=number(*MPP_RANGE), default=0.5, help="target um/px (default: 0.5)"
+    )
+    p.add_argument(
+        "--tile-size",
+        type=integer(*TILE_SIZE_RANGE),
+        default=224,
+        help="tile side in px (default: 224)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=integer(*BATCH_SIZE_RANGE),
+        default=64,
+        help="tiles per batch (default: 64)",
+    )
+    p.add_argument("--max-tiles", type=integer(1), help="only the first N tiles of the grid")
+    p.add_argument(
+        "--model-tiles", type=integer(1), default=256, help="tiles for the model columns"
+    )
+    p.add_argument(
+        "--repeats", type=integer(1, 1000), default=3, help="runs per measurement (best shown)"
+    )
+    p.add_argument(
+        "--threads", type=integer(0, 1024), default=0, help="TIFF reader threads (0: all CPUs)"
+    )
     p.add_argument(
         "--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)"
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from histo_encoders.encoders.checks import check_config, check_document
 from histo_encoders.encoders.config import IMAGENET_MEAN, IMAGENET_STD, EncoderConfig
 from histo_encoders.errors import ConfigError
 
@@ -96,7 +97,9 @@ def to_config_json(config: EncoderConfig, *, weights_sha256: str | None = None) 
     return document
 
 
-def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderConfig:
+def from_config_json(
+    document: dict[str, Any], *, default_name: str, source: str = "config.json"
+) -> EncoderConfig:
     """Rebuild an EncoderConfig from a ``config.json``: ours, or any one timm loads.
 
     A folder written by timm's ``save_for_hf`` (or any timm hub repo) has no histology metadata:
@@ -104,11 +107,12 @@ def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderC
     ``input_size``, and ``num_classes`` / a classifier head are ignored (encoders give pooled
     features). timm's older layout, with the ``pretrained_cfg`` fields at the top level, is read
     too; normalization missing from the file is the architecture's timm default, as timm does.
-    Raises ConfigError when even the architecture is missing.
+    Every field is then checked (``source`` names the file in errors): raises ConfigError when
+    even the architecture is missing, InvalidConfigValueError naming a field outside its range.
     """
     if not isinstance(document, dict) or not isinstance(document.get("architecture"), str):
         raise ConfigError(
-            "config.json has no 'architecture': it is not a timm model folder. Create one with "
+            f"{source} has no 'architecture': it is not a timm model folder. Create one with "
             "`histo-encoders convert`, `histo-encoders publish` or timm's save_for_hf."
         )
     architecture = document["architecture"]
@@ -116,9 +120,13 @@ def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderC
     if not isinstance(cfg, dict):
         cfg = document  # timm's older config.json: pretrained_cfg fields at the top level
     defaults = _timm_defaults(architecture)
-    mean = tuple(cfg.get("mean") or defaults.get("mean") or IMAGENET_MEAN)
-    std = tuple(cfg.get("std") or defaults.get("std") or IMAGENET_STD)
-    input_size = cfg.get("input_size") or defaults.get("input_size") or (3, 224, 224)
+    cfg = {
+        **cfg,
+        "mean": cfg.get("mean") or defaults.get("mean") or IMAGENET_MEAN,
+        "std": cfg.get("std") or defaults.get("std") or IMAGENET_STD,
+        "input_size": cfg.get("input_size") or defaults.get("input_size") or (3, 224, 224),
+    }
+    check_document({**document, "pretrained_cfg": cfg}, source=source)
     meta = document.get(METADATA_KEY) or {}
     model_args = {k: v for k, v in (document.get("model_args") or {}).items() if k != "num_classes"}
     plain = METADATA_KEY not in document
@@ -128,14 +136,14 @@ def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderC
         if plain
         else f"encoder loaded from {default_name}"
     )
-    return EncoderConfig(
+    config = EncoderConfig(
         name=meta.get("name", default_name),
         architecture=architecture,
         num_features=int(document.get("num_features") or 0),
-        tile_size=int(meta.get("tile_size") or input_size[-1]),
+        tile_size=int(meta.get("tile_size") or cfg["input_size"][-1]),
         mpp=meta.get("mpp"),
-        mean=mean,
-        std=std,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
         license=cfg.get("license") or "unknown",
         ssl_method=meta.get("ssl_method", "unknown"),
         training_data=meta.get("training_data", "unknown"),
@@ -150,6 +158,7 @@ def from_config_json(document: dict[str, Any], *, default_name: str) -> EncoderC
         datasets=tuple(meta.get("datasets", ())),
         pooling=meta.get("pooling", "timm"),
     )
+    return check_config(config, source=source)
 
 
 def _timm_defaults(architecture: str) -> dict[str, Any]:
@@ -158,6 +167,6 @@ def _timm_defaults(architecture: str) -> dict[str, Any]:
 
     try:
         cfg = timm.models.get_pretrained_cfg(architecture)
-    except Exception:  # unknown to this timm version: build_model says so clearly
+    except Exception:  # unknown to this timm version: check_config says so clearly
         return {}
     return cfg.to_dict() if cfg is not None else {}

@@ -1,22 +1,36 @@
-"""Hub access: parse hub ids, download pinned files, and verify what was downloaded.
+"""Hub access: parse and validate hub ids, resolve revisions, download files, verify them.
 
 huggingface_hub does not re-hash the files it downloads, so every load hashes the weights here:
 against the registry's sha256 where one is pinned, otherwise against the hash recorded the first
-time that commit's file was seen (trust on first use, kept under ``env.home()``).
+time that commit's file was seen (trust on first use, kept under ``env.home()``). Before either,
+a downloaded body must match the sha256 the hub advertised for it (an LFS file's ETag, which the
+HF cache uses as the blob's name), so a body altered on its way is never recorded as trusted.
+
+Ids and revisions are checked against the hub's grammar before any request, and every request
+that may go to the network is preceded by one bounded request (``env.hub_timeouts``): a hub that
+hangs fails the load in seconds with :class:`~histo_encoders.errors.HubTimeoutError` instead of
+huggingface_hub's retries of a minute each.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from histo_encoders import env
-from histo_encoders.atomic import atomic_write_text
+from histo_encoders.atomic import FileLock, atomic_write_text
 from histo_encoders.errors import (
     ChecksumMismatchError,
+    ConfigError,
     GatedRepoAccessError,
+    HubTimeoutError,
+    InvalidHubReferenceError,
+    TrustRecordError,
     WeightsUnavailableError,
 )
 
@@ -25,39 +39,259 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _KNOWN_HASHES = "known_hashes.json"
 
+COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
+_SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+# The hub's repository names (huggingface_hub.utils.validate_repo_id): letters, digits, '-', '_'
+# and '.', at most 96 characters, not starting or ending with '-' or '.'.
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+# Git ref names (git-check-ref-format(1)) as the hub accepts them: printable ASCII without
+# space, ~ ^ : ? * [ \\ or control characters.
+_REVISION_PATTERN = re.compile(r"[!-~]+")
+_REVISION_FORBIDDEN = frozenset("~^:?*[\\")
+_MAX_REVISION_LENGTH = 255
+
 
 @dataclass(frozen=True)
 class HubRef:
-    """A hub repository at a revision (a commit sha, branch or tag; None means ``main``)."""
+    """A hub repository at a revision (a commit sha, branch or tag; None means ``main``).
+
+    Both are checked against the hub's grammar when the reference is made: a repo id like
+    ``../../etc`` or a revision with ``..`` raises InvalidHubReferenceError (a ValueError), so no
+    request or cache path is ever built from one.
+    """
 
     repo_id: str
     revision: str | None = None
 
+    def __post_init__(self) -> None:
+        reason = repo_id_problem(self.repo_id)
+        if reason is None and self.revision is not None:
+            reason = revision_problem(self.revision)
+        if reason is not None:
+            raise InvalidHubReferenceError(str(self), reason)
+
     def __str__(self) -> str:
         return f"{HUB_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
 
+    @property
+    def is_commit(self) -> bool:
+        """Whether the revision is a full commit sha (immutable: no request resolves it)."""
+        return self.revision is not None and COMMIT_PATTERN.fullmatch(self.revision) is not None
+
+    def at(self, commit: str) -> HubRef:
+        """The same repository at ``commit``."""
+        return HubRef(self.repo_id, commit)
+
+
+def repo_id_problem(repo_id: object) -> str | None:
+    """Why ``repo_id`` is not a hub repository id 'org/name', or None when it is one."""
+    if not isinstance(repo_id, str):
+        return f"a repo id is text, not {type(repo_id).__name__}"
+    parts = repo_id.split("/")
+    if len(parts) != 2:
+        return "a repo id is 'org/name' (exactly one '/')"
+    for part in parts:
+        if not _NAME_PATTERN.fullmatch(part):
+            return (
+                f"{part!r} is not a hub name (letters, digits, '-', '_', '.'; 1 to 96 "
+                "characters; not starting or ending with '-' or '.')"
+            )
+        if "--" in part or ".." in part:
+            return f"{part!r} contains '--' or '..', which the hub does not allow"
+    if repo_id.endswith(".git"):
+        return "a repo id cannot end with '.git'"
+    return None
+
+
+def revision_problem(revision: object) -> str | None:
+    """Why ``revision`` is not a valid hub revision (git ref name or commit), or None."""
+    if not isinstance(revision, str):
+        return f"a revision is text, not {type(revision).__name__}"
+    if not revision or len(revision) > _MAX_REVISION_LENGTH:
+        return f"a revision has 1 to {_MAX_REVISION_LENGTH} characters"
+    if not _REVISION_PATTERN.fullmatch(revision) or _REVISION_FORBIDDEN & set(revision):
+        return "a revision may not contain spaces, control characters or any of ~ ^ : ? * [ \\"
+    if ".." in revision or "@{" in revision or "//" in revision or revision == "@":
+        return "a revision may not contain '..', '@{' or '//', nor be '@'"
+    components = revision.split("/")
+    if revision.startswith("/") or revision.endswith(("/", ".")):
+        return "a revision may not start with '/' or end with '/' or '.'"
+    if any(c.startswith(".") or c.endswith(".lock") for c in components):
+        return "no part of a revision may start with '.' or end with '.lock'"
+    return None
+
 
 def parse_hub_id(text: str) -> HubRef:
-    """Parse ``hf-hub:org/name[@revision]``. Raises ValueError for anything else."""
+    """Parse ``hf-hub:org/name[@revision]``.
+
+    Raises InvalidHubReferenceError (a ValueError) for anything else, before any request.
+    """
     if not text.startswith(HUB_PREFIX):
-        raise ValueError(f"not a hub id (expected '{HUB_PREFIX}org/name[@revision]'): {text!r}")
-    repo_id, _, revision = text[len(HUB_PREFIX) :].partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"hub repo id must look like 'org/name': {text!r}")
+        raise InvalidHubReferenceError(text, f"a hub id starts with {HUB_PREFIX!r}")
+    repo_id, at, revision = text[len(HUB_PREFIX) :].partition("@")
+    if at and not revision:
+        raise InvalidHubReferenceError(text, "'@' must be followed by a revision")
     return HubRef(repo_id, revision or None)
+
+
+def same_repo(a: str, b: str) -> bool:
+    """Whether two repo ids name the same repository (the hub ignores case)."""
+    return a.casefold() == b.casefold()
+
+
+# --- resolving and downloading ------------------------------------------------------------
+
+
+def resolve_commit(ref: HubRef) -> str:
+    """The commit ``ref``'s revision is now (a full sha stays as it is, with no request).
+
+    A branch or tag is resolved by fetching the repository's config.json at it (or, for a
+    repository without one, by asking for the weights file's metadata), so that the cache
+    remembers the branch for offline use. Raises WeightsUnavailableError / HubTimeoutError.
+    """
+    if ref.is_commit:
+        return ref.revision  # type: ignore[return-value]
+    try:
+        path = download(ref, CONFIG_NAME)
+    except WeightsUnavailableError as error:
+        if not getattr(error, "missing_file", False):
+            raise
+        try:
+            return _metadata(ref, WEIGHTS_NAME)["commit"]
+        except _Unreachable as unreachable:
+            raise unreachable.typed from unreachable.__cause__
+    commit = commit_of(path)
+    if commit is None:
+        raise WeightsUnavailableError(ref.repo_id, ref.revision, "the hub sent no commit sha")
+    return commit
 
 
 def download(ref: HubRef, filename: str) -> Path:
     """Return the local path of ``filename`` at ``ref``, downloading it into the HF cache.
 
-    Raises WeightsUnavailableError when the hub cannot be reached and the cache does not hold it,
-    or when the repository, revision or file does not exist; GatedRepoAccessError when the hub
-    says the repository is gated and refuses this user (the token, HF_TOKEN or a saved login,
-    is passed by huggingface_hub untouched).
+    A file already cached at a commit is used without any request. Otherwise one bounded
+    request checks that the hub answers before huggingface_hub downloads. Raises
+    WeightsUnavailableError (HubTimeoutError for a hub that does not answer in time) when the
+    hub cannot be reached and the cache does not hold the file, or when the repository,
+    revision or file does not exist; GatedRepoAccessError when the hub says the repository is
+    gated and refuses this user (the token, HF_TOKEN or a saved login, is passed by
+    huggingface_hub untouched).
     """
+    cached = _cached(ref, filename) if ref.is_commit else None
+    if cached is not None:
+        return cached
+    if not env.hub_offline():
+        try:
+            _metadata(ref, filename)
+        except _Unreachable as error:
+            # As huggingface_hub does: an unreachable hub falls back to what the cache holds.
+            fallback = _cached(ref, filename)
+            if fallback is not None:
+                return fallback
+            raise error.typed from error.__cause__
+    return _hf_download(ref, filename)
+
+
+def commit_of(cached_file: Path) -> str | None:
+    """The commit a file in the HF cache belongs to (``.../snapshots/<commit>/<file>``)."""
+    parent = cached_file.parent
+    if parent.parent.name == "snapshots" and COMMIT_PATTERN.fullmatch(parent.name):
+        return parent.name
+    return None
+
+
+class _Unreachable(Exception):
+    """The hub did not answer: carries the typed error to raise if the cache cannot help."""
+
+    def __init__(self, typed: WeightsUnavailableError) -> None:
+        self.typed = typed
+        super().__init__(str(typed))
+
+
+def _timeouts() -> tuple[float, float, float, float]:
+    try:
+        timeouts = env.hub_timeouts()
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    # httpx's (connect, read, write, pool): what huggingface_hub >= 1.0 passes to its client.
+    return (timeouts.connect, timeouts.read, timeouts.read, timeouts.connect)
+
+
+def _metadata(ref: HubRef, filename: str) -> dict[str, Any]:
+    """One HEAD request for ``filename`` at ``ref``, bounded by the hub timeouts.
+
+    Returns ``{"commit", "etag", "size"}``. Raises _Unreachable for a hub that does not answer,
+    WeightsUnavailableError for an answer that says the file is not there.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    httpx = _http_client_module()
+    timeout = _timeouts()
+    url = hf_hub_url(ref.repo_id, filename, revision=ref.revision)
+    try:
+        meta = get_hf_file_metadata(url, timeout=timeout)  # type: ignore[arg-type]
+    except httpx.TimeoutException as error:
+        why = (
+            f"the hub at {_endpoint()} did not answer within {timeout[1]:g} s (connect "
+            f"{timeout[0]:g} s); set {env.HUB_READ_TIMEOUT_VARIABLE} / "
+            f"{env.HUB_CONNECT_TIMEOUT_VARIABLE} to wait longer"
+        )
+        raise _Unreachable(HubTimeoutError(ref.repo_id, ref.revision, why)) from error
+    except httpx.TransportError as error:
+        why = f"the hub at {_endpoint()} is unreachable ({type(error).__name__}: {error})"
+        raise _Unreachable(WeightsUnavailableError(ref.repo_id, ref.revision, why)) from error
+    except HfHubHTTPError as error:
+        status = getattr(getattr(error, "response", None), "status_code", 0) or 0
+        if status < 500:
+            raise _typed_download_error(ref, filename, error) from error
+        why = f"the hub at {_endpoint()} answered HTTP {status}"
+        raise _Unreachable(WeightsUnavailableError(ref.repo_id, ref.revision, why)) from error
+    except Exception as error:
+        raise _typed_download_error(ref, filename, error) from error
+    if not meta.commit_hash:
+        raise WeightsUnavailableError(ref.repo_id, ref.revision, "the hub sent no commit sha")
+    return {"commit": meta.commit_hash, "etag": meta.etag, "size": meta.size}
+
+
+def _hf_download(ref: HubRef, filename: str) -> Path:
     # Imported here: huggingface_hub reads HF_ENDPOINT/HF_HUB_OFFLINE when first imported, and
     # importing histo_encoders must not freeze them.
     from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(
+            ref.repo_id, filename, revision=ref.revision, etag_timeout=_timeouts()
+        )
+    except Exception as error:
+        raise _typed_download_error(ref, filename, error) from error
+    return Path(path)
+
+
+def _cached(ref: HubRef, filename: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(ref.repo_id, filename, revision=ref.revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def _http_client_module() -> Any:
+    """The httpx module huggingface_hub's client raises from (httpx2 from huggingface_hub 2)."""
+    try:
+        from huggingface_hub.utils import httpx  # huggingface_hub >= 1.30
+    except ImportError:
+        import httpx
+    return httpx
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _typed_download_error(ref: HubRef, filename: str, error: Exception) -> Exception:
+    """huggingface_hub's (and the network's) errors as the typed errors of this package."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -67,25 +301,29 @@ def download(ref: HubRef, filename: str) -> Path:
         RevisionNotFoundError,
     )
 
-    try:
-        return Path(hf_hub_download(ref.repo_id, filename, revision=ref.revision))
-    except GatedRepoError as error:
-        raise GatedRepoAccessError(ref.repo_id, ref.revision, refused_status(error)) from error
-    except LocalEntryNotFoundError as error:
+    httpx = _http_client_module()
+    if isinstance(error, GatedRepoError):
+        return GatedRepoAccessError(ref.repo_id, ref.revision, refused_status(error))
+    if isinstance(error, LocalEntryNotFoundError):
         why = "offline (HF_HUB_OFFLINE=1)" if env.hub_offline() else "the hub is unreachable"
         reason = f"{why} and {filename} is not in the local cache"
-        raise WeightsUnavailableError(ref.repo_id, ref.revision, reason) from error
-    except RevisionNotFoundError as error:
+    elif isinstance(error, RevisionNotFoundError):
         reason = f"revision {ref.revision!r} does not exist"
-        raise WeightsUnavailableError(ref.repo_id, ref.revision, reason) from error
-    except RepositoryNotFoundError as error:
+    elif isinstance(error, RepositoryNotFoundError):
         reason = "the repository does not exist or needs a token (HF_TOKEN) you have not given"
-        raise WeightsUnavailableError(ref.repo_id, ref.revision, reason) from error
-    except EntryNotFoundError as error:
-        reason = f"the repository has no file {filename!r}"
-        raise WeightsUnavailableError(ref.repo_id, ref.revision, reason) from error
-    except (HfHubHTTPError, OSError) as error:
-        raise WeightsUnavailableError(ref.repo_id, ref.revision, str(error)) from error
+    elif isinstance(error, EntryNotFoundError):
+        typed = WeightsUnavailableError(
+            ref.repo_id, ref.revision, f"the repository has no file {filename!r}"
+        )
+        typed.missing_file = True  # type: ignore[attr-defined]
+        return typed
+    elif isinstance(error, httpx.TimeoutException):
+        return HubTimeoutError(ref.repo_id, ref.revision, f"the hub stopped answering: {error}")
+    elif isinstance(error, HfHubHTTPError | OSError | httpx.HTTPError):
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    else:
+        return error  # a bug, not the hub's answer: let it surface as it is
+    return WeightsUnavailableError(ref.repo_id, ref.revision, reason)
 
 
 def refused_status(error: BaseException) -> int | None:
@@ -103,12 +341,7 @@ def refused_status(error: BaseException) -> int | None:
     return None
 
 
-def commit_of(cached_file: Path) -> str | None:
-    """The commit a file in the HF cache belongs to (``.../snapshots/<commit>/<file>``)."""
-    parent = cached_file.parent
-    if parent.parent.name == "snapshots" and len(parent.name) == 40:
-        return parent.name
-    return None
+# --- verifying ------------------------------------------------------------------------------
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 22) -> str:
@@ -120,42 +353,114 @@ def sha256_file(path: Path, chunk_size: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def verify_file(path: Path, expected: str, source: str) -> str:
-    """Hash ``path`` and return the hash. Raises ChecksumMismatchError when it is not ``expected``."""
-    actual = sha256_file(path)
+def verify_file(path: Path, expected: str, source: str, *, actual: str | None = None) -> str:
+    """Hash ``path`` (unless ``actual`` is its hash already) and return the hash.
+
+    Raises ChecksumMismatchError when it is not ``expected``.
+    """
+    actual = actual or sha256_file(path)
     if actual != expected.lower():
         raise ChecksumMismatchError(str(path), expected.lower(), actual, source)
     return actual
 
 
-def verify_first_seen(path: Path, key: str) -> str:
+def verify_advertised(cached_file: Path, sha256: str | None = None) -> str | None:
+    """Check a file downloaded into the HF cache against the hash the hub advertised for it.
+
+    The HF cache names each blob after the ETag the hub sent: for an LFS file (weights) the
+    sha256 of its content, for a small git file the git blob sha1. Returns the sha256 of the
+    file when the advertised hash is a sha256 (None when there is nothing to compare, e.g. a
+    cache without symlinks). Raises ChecksumMismatchError when the body differs.
+    """
+    blob = cached_file.resolve()
+    if blob.parent.name != "blobs":
+        return None
+    source = f"the hub's advertised hash for {cached_file.name} (its ETag)"
+    if _SHA256_PATTERN.fullmatch(blob.name):
+        return verify_file(cached_file, blob.name, source, actual=sha256)
+    if COMMIT_PATTERN.fullmatch(blob.name):
+        data = blob.read_bytes()
+        # git names a (small, non-LFS) file's blob by this sha1
+        actual = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        if actual != blob.name:
+            raise ChecksumMismatchError(str(cached_file), blob.name, actual, source)
+    return None
+
+
+def verify_first_seen(path: Path, key: str, *, sha256: str | None = None) -> tuple[str, str]:
     """Check ``path`` against the hash recorded for ``key``; record it if this is the first time.
 
     ``key`` names the file at an immutable commit (``org/name@commit/model.safetensors``), so a
-    later file under the same key must be byte-identical.
+    later file under the same key must be byte-identical. The record is read, updated and
+    replaced under a lock, so concurrent first loads never lose an entry. Returns
+    ``(sha256, what vouched for it)``. When the record cannot be written (a read-only home) the
+    file is still loaded, with a warning that nothing was recorded.
+
+    Raises ChecksumMismatchError, or TrustRecordError for a record that cannot be read.
     """
-    known = _read_known_hashes()
-    if key in known:
-        return verify_file(path, known[key], f"the hash recorded at first download of {key}")
-    actual = sha256_file(path)
-    known[key] = actual
-    _write_known_hashes(known)
-    return actual
+    record = _known_hashes_path()
+    actual = sha256 or sha256_file(path)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(record.with_name(record.name + ".lock"))
+        lock.acquire()
+    except OSError as error:
+        # No writable home: check against what is recorded (if it can be read), record nothing.
+        known = _read_known_hashes(record)
+        if key in known:
+            verify_file(
+                path, known[key], f"the hash recorded at first download of {key}", actual=actual
+            )
+            return actual, "the hash recorded at first download"
+        _warn_not_recorded(record, key, error)
+        return actual, f"nothing: first download, and {record} could not be written"
+    try:
+        known = _read_known_hashes(record)
+        if key in known:
+            source = f"the hash recorded at first download of {key}"
+            return verify_file(path, known[key], source, actual=actual), (
+                "the hash recorded at first download"
+            )
+        known[key] = actual
+        try:
+            # Written beside and renamed: a crash never leaves a half-written record to trust.
+            atomic_write_text(record, json.dumps(known, indent=1, sort_keys=True))
+        except OSError as error:
+            _warn_not_recorded(record, key, error)
+            return actual, f"nothing: first download, and {record} could not be written"
+        return actual, "the hash recorded at first download"
+    finally:
+        lock.release()
+
+
+def _warn_not_recorded(record: Path, key: str, error: OSError) -> None:
+    warnings.warn(
+        f"Could not record the sha256 of {key} in {record} ({error}): the weights were loaded, "
+        "but a later load cannot be checked against this one. Make HISTO_ENCODERS_HOME "
+        "writable to keep the record.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _known_hashes_path() -> Path:
     return env.home() / _KNOWN_HASHES
 
 
-def _read_known_hashes() -> dict[str, str]:
-    path = _known_hashes_path()
-    if not path.exists():
+def _read_known_hashes(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):  # no record yet (or no home to hold one)
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_known_hashes(known: dict[str, str]) -> None:
-    path = _known_hashes_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside and renamed: a crash never leaves a half-written record to trust later.
-    atomic_write_text(path, json.dumps(known, indent=1, sort_keys=True))
+    except OSError as error:
+        raise TrustRecordError(str(path), f"it cannot be read ({error})") from error
+    try:
+        known = json.loads(text)
+    except ValueError as error:
+        raise TrustRecordError(str(path), f"it is not valid JSON ({error})") from error
+    if not isinstance(known, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and _SHA256_PATTERN.fullmatch(v)
+        for k, v in known.items()
+    ):
+        raise TrustRecordError(str(path), "it is not a map of names to sha256 hex digests")
+    return known

@@ -17,14 +17,18 @@ import torch
 
 from histo_encoders.encoders import folder as folder_format
 from histo_encoders.encoders import hub, pooling
+from histo_encoders.encoders.checks import check_config
 from histo_encoders.encoders.config import EncoderConfig
-from histo_encoders.encoders.registry import get_config, is_registered, suggest
+from histo_encoders.encoders.registry import get_config, is_registered, list_encoders, suggest
 from histo_encoders.errors import (
     ConfigError,
     CorruptWeightsError,
     EncoderNotPublishedError,
     GatedRepoAccessError,
+    InvalidHubReferenceError,
+    MissingWeightsError,
     UnknownEncoderError,
+    UnpinnedRevisionError,
     WeightsMismatchError,
     WeightsUnavailableError,
 )
@@ -75,12 +79,16 @@ def load(
     *,
     revision: str | None = None,
     device: str | torch.device | None = None,
+    allow_unpinned: bool = False,
 ) -> torch.nn.Module:
     """Return a pretrained encoder in eval mode whose output is the embedding its authors define.
 
     ``name_or_id`` is a registry name or alias (``"moco-camelyon"``), a hub id
     (``"hf-hub:org/name@revision"``), a local encoder folder or a ``.safetensors`` file beside
-    its ``config.json``. ``revision`` overrides the pinned hub commit.
+    its ``config.json``. ``revision`` asks for another hub revision: for a registered encoder
+    (by any name, alias or hub id) a revision that resolves to a commit other than the pinned
+    one needs ``allow_unpinned=True``, and those weights are then checked against the hash
+    recorded the first time that commit was loaded.
 
     The module is the timm model itself (pooling "timm" or "cls") or a thin wrapper around it
     (pooling "cls+mean", see :mod:`.pooling`); ``num_features`` is the embedding's width. It
@@ -88,11 +96,12 @@ def load(
     preprocessing), ``histo_config`` (the EncoderConfig) and ``histo_provenance`` (an
     :class:`EncoderProvenance`).
 
-    Raises UnknownEncoderError, EncoderNotPublishedError, WeightsUnavailableError,
-    GatedRepoAccessError, ChecksumMismatchError, CorruptWeightsError, WeightsMismatchError or
+    Raises UnknownEncoderError, EncoderNotPublishedError, InvalidHubReferenceError,
+    UnpinnedRevisionError, WeightsUnavailableError (HubTimeoutError), GatedRepoAccessError,
+    ChecksumMismatchError, TrustRecordError, CorruptWeightsError, WeightsMismatchError or
     ConfigError.
     """
-    fetched = fetch(name_or_id, revision=revision)
+    fetched = fetch(name_or_id, revision=revision, allow_unpinned=allow_unpinned)
     trunk = build_model(fetched.config)
     dropped = load_weights_strictly(trunk, read_weights(fetched.weights_path), fetched.config)
     model = pooling.apply_pooling(trunk, fetched.config.pooling)
@@ -107,20 +116,54 @@ def load(
     return model
 
 
-def fetch(name_or_id: str | os.PathLike[str], *, revision: str | None = None) -> FetchedEncoder:
-    """Resolve ``name_or_id``, download what is missing and verify the weights' sha256."""
+def fetch(
+    name_or_id: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    allow_unpinned: bool = False,
+) -> FetchedEncoder:
+    """Resolve ``name_or_id``, download what is missing and verify the weights' sha256.
+
+    Every spelling of a registered encoder's weights (name, alias, ``hf-hub:`` id of its
+    repository, any revision) is held to the registry's pin; see :func:`load`.
+    """
     text = os.fspath(name_or_id)
+    if revision is not None and (problem := hub.revision_problem(revision)):
+        raise InvalidHubReferenceError(str(revision), problem)
     if isinstance(name_or_id, str) and is_registered(text):
-        return _fetch_registered(get_config(text), revision)
+        return _fetch_registered(get_config(text), revision, allow_unpinned)
     if text.startswith(hub.HUB_PREFIX):
-        return _fetch_hub_id(hub.parse_hub_id(text), revision)
+        ref = _with_revision(hub.parse_hub_id(text), revision)
+        record = _record_of_repo(ref.repo_id)
+        if record is not None:
+            return _fetch_registered(record, ref.revision, allow_unpinned)
+        return _fetch_hub_id(ref)
     path = Path(text).expanduser()
     if path.exists():
+        if revision is not None:
+            raise ConfigError(f"revision={revision!r} applies to hub encoders, not to {path}")
         return _fetch_local(path)
     raise UnknownEncoderError(text, suggest(text))
 
 
-def _fetch_registered(config: EncoderConfig, revision: str | None) -> FetchedEncoder:
+def _with_revision(ref: hub.HubRef, revision: str | None) -> hub.HubRef:
+    if revision and ref.revision and revision != ref.revision:
+        raise ConfigError(f"two revisions given: {ref} and revision={revision!r}; give one")
+    return hub.HubRef(ref.repo_id, revision or ref.revision)
+
+
+def _record_of_repo(repo_id: str) -> EncoderConfig | None:
+    """The published registered record whose weights live in ``repo_id``, if any."""
+    for name in list_encoders():
+        config = get_config(name)
+        if config.published and config.hub_id and hub.same_repo(config.hub_id, repo_id):
+            return config
+    return None
+
+
+def _fetch_registered(
+    config: EncoderConfig, revision: str | None, allow_unpinned: bool
+) -> FetchedEncoder:
     if not config.published or config.hub_id is None:
         raise EncoderNotPublishedError(
             config.name,
@@ -129,49 +172,70 @@ def _fetch_registered(config: EncoderConfig, revision: str | None) -> FetchedEnc
             f"histo_encoders.load('path/to/{config.name}'). Published encoders: "
             "`histo-encoders list`.",
         )
+    check_config(config, source=f"the registry record {config.name!r}")
     ref = hub.HubRef(config.hub_id, revision or config.revision)
-    # The record's hash vouches only for the commit it was pinned with.
-    pinned = config.sha256 if ref.revision == config.revision else None
-    weights = _download_record_file(ref, config)
-    provenance = _verify_hub_weights(config.name, weights, ref, pinned, "the registry record")
+    commit = _from_record_repo(config, ref, hub.resolve_commit, ref)
+    # The pin is a commit and the sha256 of its weights: it holds for whatever revision
+    # resolves to that commit. A record that pins only a sha256 pins the file at any commit.
+    off_pin = config.revision is not None and commit != config.revision
+    if off_pin and not allow_unpinned:
+        raise UnpinnedRevisionError(config.name, ref.revision or "main", commit, config.revision)
+    expected = None if off_pin else config.sha256
+    weights = _from_record_repo(config, ref, hub.download, ref.at(commit), config.weights_file)
+    provenance = _verify_hub_weights(
+        config.name, weights, ref, commit, expected, "the registry record"
+    )
     return FetchedEncoder(config, weights, provenance)
 
 
-def _download_record_file(ref: hub.HubRef, config: EncoderConfig) -> Path:
+def _from_record_repo(config: EncoderConfig, ref: hub.HubRef, call: Any, *args: Any) -> Any:
+    """``call(*args)`` on the record's repo; a refusal of a repo the record knows is gated is
+    the gate, even when the hub does not say so."""
     try:
-        return hub.download(ref, config.weights_file)
+        return call(*args)
     except WeightsUnavailableError as error:
-        # The record knows the repo is gated: a refusal the hub did not mark as one is the gate.
         status = hub.refused_status(error)
         if config.gated and status:
             raise GatedRepoAccessError(ref.repo_id, ref.revision, status) from error
         raise
 
 
-def _fetch_hub_id(ref: hub.HubRef, revision: str | None) -> FetchedEncoder:
-    if revision and ref.revision and revision != ref.revision:
-        raise ValueError(f"two revisions given: {ref} and revision={revision!r}; give one")
-    ref = hub.HubRef(ref.repo_id, revision or ref.revision)
-    document = _read_json(hub.download(ref, hub.CONFIG_NAME))
-    config = folder_format.from_config_json(document, default_name=ref.repo_id)
-    weights = hub.download(ref, hub.WEIGHTS_NAME)
+def _fetch_hub_id(ref: hub.HubRef) -> FetchedEncoder:
+    commit = hub.resolve_commit(ref)
+    at_commit = ref.at(commit)
+    # config.json and the weights come from the same commit, whatever the branch does meanwhile.
+    config_path = hub.download(at_commit, hub.CONFIG_NAME)
+    hub.verify_advertised(config_path)
+    config = folder_format.from_config_json(
+        _read_json(config_path), default_name=ref.repo_id, source=f"config.json of {at_commit}"
+    )
+    weights = hub.download(at_commit, hub.WEIGHTS_NAME)
     provenance = _verify_hub_weights(
-        config.name, weights, ref, config.sha256, f"config.json of {ref}"
+        config.name, weights, ref, commit, config.sha256, f"config.json of {at_commit}"
     )
     return FetchedEncoder(config, weights, provenance)
 
 
 def _verify_hub_weights(
-    name: str, weights: Path, ref: hub.HubRef, expected: str | None, source: str
+    name: str,
+    weights: Path,
+    ref: hub.HubRef,
+    commit: str,
+    expected: str | None,
+    source: str,
 ) -> EncoderProvenance:
-    commit = hub.commit_of(weights)
+    downloaded_from = hub.commit_of(weights)
+    if downloaded_from is not None and downloaded_from != commit:
+        raise ConfigError(f"{weights} belongs to commit {downloaded_from}, not {commit}")
+    # The body must be what the hub advertised before any record may vouch for it.
+    sha256 = hub.sha256_file(weights)
+    hub.verify_advertised(weights, sha256)
     if expected:
-        sha256 = hub.verify_file(weights, expected, source)
+        hub.verify_file(weights, expected, source, actual=sha256)
         checked = source
     else:
-        key = f"{ref.repo_id}@{commit or ref.revision or 'main'}/{weights.name}"
-        sha256 = hub.verify_first_seen(weights, key)
-        checked = "the hash recorded at first download"
+        key = f"{ref.repo_id}@{commit}/{weights.name}"
+        sha256, checked = hub.verify_first_seen(weights, key, sha256=sha256)
     return EncoderProvenance(
         encoder=name,
         source="hub",
@@ -203,10 +267,13 @@ def _fetch_local(path: Path) -> FetchedEncoder:
             "Create the folder with `histo-encoders convert` or `histo-encoders publish`."
         )
     if not weights.is_file():
-        raise FileNotFoundError(
-            f"{weights} not found: expected the weights as {' or '.join(_LOCAL_WEIGHTS)}"
+        raise MissingWeightsError(
+            f"{weights} not found: a local encoder folder holds its weights as "
+            f"{' or '.join(_LOCAL_WEIGHTS)} beside config.json."
         )
-    config = folder_format.from_config_json(_read_json(config_path), default_name=folder.name)
+    config = folder_format.from_config_json(
+        _read_json(config_path), default_name=folder.name, source=str(config_path)
+    )
     if config.sha256:
         sha256 = hub.verify_file(weights, config.sha256, str(config_path))
         checked = str(config_path)
@@ -240,9 +307,16 @@ def build_model(config: EncoderConfig) -> torch.nn.Module:
     """
     import timm
 
-    model = timm.create_model(
-        config.architecture, pretrained=False, num_classes=0, **timm_model_args(config)
-    )
+    try:
+        model = timm.create_model(
+            config.architecture, pretrained=False, num_classes=0, **timm_model_args(config)
+        )
+    except (RuntimeError, TypeError, ValueError, KeyError) as error:
+        # An unknown architecture, or model_args it does not take: a configuration error.
+        raise ConfigError(
+            f"timm cannot build {config.architecture!r} with model_args "
+            f"{dict(config.model_args)} for encoder {config.name!r}: {error}"
+        ) from error
     width = pooling.embedding_width(model, config.pooling)
     if config.num_features and width != config.num_features:
         raise ConfigError(

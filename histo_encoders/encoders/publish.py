@@ -26,11 +26,11 @@ import torch
 from histo_encoders.atomic import staging_folder, swap_in_folder
 from histo_encoders.encoders import hub
 from histo_encoders.encoders.config import EncoderConfig
-from histo_encoders.encoders.folder import to_config_json
+from histo_encoders.encoders.folder import METADATA_KEY, to_config_json
 from histo_encoders.encoders.load import build_model, load_weights_strictly
 from histo_encoders.encoders.model_card import UNKNOWN, render_card
 from histo_encoders.encoders.registry import get_config, is_registered
-from histo_encoders.errors import CheckpointLayoutError
+from histo_encoders.errors import CheckpointLayoutError, FolderExistsError
 
 ENCODER_WEIGHTS_KEY = "encoder_state_dict"
 ENCODER_META_KEY = "encoder_meta"
@@ -51,8 +51,9 @@ def export_encoder(
 
     The weights must fit ``config.architecture`` exactly (only a classification head may be
     dropped): they are loaded strictly into the architecture before anything is written.
-    Raises WeightsMismatchError; FileExistsError when ``out_dir`` exists and not ``overwrite``,
-    or when it is not an encoder folder (``overwrite`` never deletes anything else).
+    Raises WeightsMismatchError; FolderExistsError (a FileExistsError) when ``out_dir`` exists
+    and not ``overwrite``, or when it is not an encoder folder (``overwrite`` never deletes
+    anything else). The new folder is written beside ``out_dir`` and swapped in.
     """
     out = Path(out_dir)
     _check_replaceable(out, overwrite)
@@ -67,23 +68,42 @@ def export_encoder(
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:
-    if not out.exists():
+    """Refuse to replace ``out`` unless ``overwrite`` and it is an encoder folder written here."""
+    if not out.exists() and not out.is_symlink():
         return
     if not overwrite:
-        raise FileExistsError(
+        raise FolderExistsError(
             f"{out} exists: choose another --out, or pass --overwrite to replace it"
         )
-    contents = {entry.name for entry in out.iterdir()} if out.is_dir() else None
-    if (
-        contents is None
-        or not contents
-        or not contents <= FOLDER_FILES
-        or hub.CONFIG_NAME not in contents
-    ):
-        raise FileExistsError(
-            f"{out} is not an encoder folder (it should hold only {sorted(FOLDER_FILES)}), so "
-            "--overwrite will not replace it: choose another --out, or move that folder away."
+    reason = _not_an_encoder_folder(out)
+    if reason is not None:
+        raise FolderExistsError(
+            f"{out} is not an encoder folder ({reason}), so --overwrite will not replace it: an "
+            f"encoder folder holds {', '.join(sorted(FOLDER_FILES))} and nothing else, and its "
+            "config.json was written by histo-encoders. Choose another --out, or move that "
+            "folder away yourself."
         )
+
+
+def _not_an_encoder_folder(out: Path) -> str | None:
+    """Why ``out`` is not an encoder folder this package wrote, or None when it is one."""
+    if out.is_symlink() or not out.is_dir():
+        return "it is a link or a file, not a folder"
+    entries = list(out.iterdir())
+    extra = sorted(e.name for e in entries if e.name not in FOLDER_FILES or not e.is_file())
+    if extra:
+        return f"it also holds {extra[:5]}"
+    names = {e.name for e in entries}
+    missing = sorted({hub.CONFIG_NAME, hub.WEIGHTS_NAME} - names)
+    if missing:
+        return f"it lacks {missing}"
+    try:
+        document = json.loads((out / hub.CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its config.json is not readable JSON"
+    if not isinstance(document, dict) or not isinstance(document.get(METADATA_KEY), dict):
+        return f"its config.json has no {METADATA_KEY!r} section"
+    return None
 
 
 def _write_folder(

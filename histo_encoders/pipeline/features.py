@@ -42,7 +42,7 @@ import h5py
 import numpy as np
 
 from histo_encoders.atomic import atomic_write
-from histo_encoders.errors import FeatureFileError
+from histo_encoders.errors import FeatureFileError, OutputNotWritableError
 
 FORMAT_VERSION = 2  # bumped when the layout or the meaning of the attributes changes
 FINGERPRINT_ATTR = "settings_fingerprint"
@@ -64,8 +64,9 @@ def write_features(
     ``attrs`` must hold ``settings_fingerprint``; ``complete=True`` is added last. The file only
     appears under its final name once fully written and synced. Returns the final path.
 
-    Raises ValueError for inconsistent shapes or non-finite features, FeatureFileError when the
-    file cannot be written (the temporary file is removed).
+    Raises ValueError for inconsistent shapes or non-finite features, OutputNotWritableError
+    when the file cannot be written (disk full, read-only or missing folder: the temporary file
+    is removed and nothing appears under ``path``).
     """
     path = Path(path)
     features, coords = _checked_arrays(features, coords)
@@ -73,10 +74,9 @@ def write_features(
         raise ValueError(f"attrs must include {FINGERPRINT_ATTR!r} so that resume can trust it")
     try:
         atomic_write(path, lambda temporary: _write_h5(temporary, features, coords, attrs))
-    except OSError as error:
-        raise FeatureFileError(
-            f"Could not write feature file {path}: {error}. Check that the output folder exists, "
-            "is writable and has free space."
+    except OSError as error:  # h5py reports a full disk as a plain OSError, errno or not
+        raise OutputNotWritableError(
+            str(path), f"writing the feature file failed ({error})"
         ) from error
     return path
 
@@ -107,19 +107,27 @@ def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, A
 
 def is_complete(path: str | Path, fingerprint: str) -> bool:
     """True only for a finished, readable file written with settings of ``fingerprint``."""
+    found = complete_attrs(path)
+    return found is not None and found[0].get(FINGERPRINT_ATTR) == fingerprint
+
+
+def complete_attrs(path: str | Path) -> tuple[dict[str, Any], int] | None:
+    """``(attrs, number of tiles)`` of a finished, readable feature file; None for anything else
+    (missing, truncated, unfinished, foreign, or with features and coords of unequal length)."""
     path = Path(path)
     if not path.is_file():
-        return False
+        return None
     try:
         with h5py.File(path, "r") as h5:
-            complete = bool(h5.attrs.get(COMPLETE_ATTR, False))
-            same_settings = _as_str(h5.attrs.get(FINGERPRINT_ATTR, "")) == fingerprint
+            if not bool(h5.attrs.get(COMPLETE_ATTR, False)):
+                return None
             n_features = h5["features"].shape[0]
-            n_coords = h5["coords"].shape[0]
-    except (OSError, KeyError):
+            if n_features != h5["coords"].shape[0]:
+                return None
+            return decode_attrs(h5.attrs), int(n_features)
+    except (OSError, KeyError, ValueError):
         # A truncated or foreign file is simply not complete: the run embeds the slide again.
-        return False
-    return complete and same_settings and n_features == n_coords
+        return None
 
 
 def count_tiles(path: str | Path) -> int:

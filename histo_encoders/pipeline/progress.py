@@ -72,6 +72,14 @@ class RunProgress:
         line = f"{self._prefix}[{self._done}/{self._n_slides}] {status:<7} {Path(slide).name}"
         tqdm.write(f"{line}  {detail}".rstrip(), file=self._file)
 
+    def set_aside(self, slide: str | Path, reason: str) -> None:
+        """The slide is left for later (it is not done): one line saying why."""
+        if not self._enabled:
+            return
+        self._close_bar()
+        line = f"{self._prefix}[{self._done + 1}/{self._n_slides}] {'later':<7} {Path(slide).name}"
+        tqdm.write(f"{line}  {reason}", file=self._file)
+
     def close(self) -> None:
         """Clear the bar (before the summary is printed)."""
         self._close_bar()

@@ -9,6 +9,7 @@ This module is the one home of both.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ import torch
 from histo_encoders.pipeline.features import FORMAT_VERSION
 from histo_encoders.pipeline.inference import EncoderSpec
 from histo_encoders.readers import ReaderReport
-from histo_encoders.slides import SlideInfo, TileGrid, TissueSettings, slide_file_size
+from histo_encoders.slides import SlideInfo, TileGrid, TissueSettings
 
 
 def fingerprint_of(values: Mapping[str, Any]) -> str:
@@ -34,22 +35,85 @@ def fingerprint_of(values: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class SlideIdentity:
-    """Which slide file features belong to: name and size (a different file under the same
-    name is embedded again)."""
+    """Which slide file features belong to, by content.
+
+    ``content_sha256`` hashes the file's metadata and tile index (see
+    :mod:`histo_encoders.pipeline.fingerprint`), so a slide edited in place to another
+    resolution, at the same size, is a different slide; with ``mtime_ns`` any rewrite is.
+    ``path`` (absolute) is where it was read: recorded with the features and used to tell a
+    slide from another one with the same file name, but not part of the fingerprint, so a
+    moved folder of slides is still resumed.
+    """
 
     name: str
     file_size: int
+    mtime_ns: int = 0
+    content_sha256: str = ""
+    path: str = ""
 
     @classmethod
     def of(cls, path: str | Path) -> SlideIdentity:
-        """The identity of the file at ``path`` (size -1 when it does not exist)."""
+        """The identity of the file at ``path``. Raises OSError when it cannot be read."""
         path = Path(path)
-        return cls(path.name, slide_file_size(path) if path.exists() else -1)
+        return cls(path.name, *_identity(path))
+
+    def same_file_as(self, recorded: Mapping[str, Any]) -> bool:
+        """Whether feature attributes ``recorded`` (see :meth:`as_attrs`) describe this same
+        slide: the same path, or the same size and content wherever it is now."""
+        if recorded.get("slide_path") == self.path:
+            return True
+        return (
+            recorded.get("slide_file_size") == self.file_size
+            and recorded.get("slide_content_sha256") == self.content_sha256
+        )
+
+    def as_attrs(self) -> dict[str, Any]:
+        """The attributes written with the features."""
+        return {
+            "slide_name": self.name,
+            "slide_path": self.path,
+            "slide_file_size": int(self.file_size),
+            "slide_mtime_ns": int(self.mtime_ns),
+            "slide_content_sha256": self.content_sha256,
+        }
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_identity(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> tuple:
+    from histo_encoders.pipeline.fingerprint import content_digest
+
+    return (size, mtime_ns, content_digest(path), str(Path(path).resolve()))
+
+
+def _identity(path: Path) -> tuple:
+    if path.is_dir():
+        # A DICOM-WSI series: one slide in many files, identified by all of them.
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        parts = [_identity(file) for file in files]
+        size = sum(part[0] for part in parts)
+        mtime_ns = max((part[1] for part in parts), default=0)
+        digest = fingerprint_of(
+            {file.name: part[2] for file, part in zip(files, parts, strict=True)}
+        )
+        return (size, mtime_ns, digest, str(path.resolve()))
+    stat = path.stat()
+    # Taken twice per slide (resume check, provenance): hashed once while the file is unchanged.
+    # Keyed on the change time too: any write changes it, and no tool can set it back.
+    return _cached_identity(
+        str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+    )
+
+
+# How tiles become model input, named so that a change to it invalidates finished files: area
+# (BOX) resize of uint8 RGB at the grid's read size, then (x / 255 - mean) / std per channel.
+TILE_PREPROCESSING = "uint8-rgb/box-resize/scale-255/mean-std/v1"
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything that changes the features of a slide (not batch size, workers or device)."""
+    """Everything that changes the features of a slide (not batch size, workers or device):
+    the weights, the normalization and the rest of the preprocessing, the tile geometry, the
+    tissue settings, the precision and the reader."""
 
     encoder: str
     hub_id: str | None
@@ -61,15 +125,28 @@ class RunSettings:
     tissue: TissueSettings
     precision: str
     reader: str
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    architecture: str = ""
+    model_args: dict[str, Any] = field(default_factory=dict)
+    preprocessing: str = TILE_PREPROCESSING
     format_version: int = FORMAT_VERSION
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON and the ``run_settings`` attribute."""
-        return asdict(self)
+        values = asdict(self)
+        values.update(mean=list(self.mean), std=list(self.std))
+        return values
 
     def fingerprint(self, slide: SlideIdentity) -> str:
-        """The ``settings_fingerprint`` of ``slide``'s features under these settings."""
-        identity = {"slide_name": slide.name, "slide_file_size": slide.file_size}
+        """The ``settings_fingerprint`` of ``slide``'s features under these settings: equal only
+        for the same settings and the same slide content (its path does not count)."""
+        identity = {
+            "slide_name": slide.name,
+            "slide_file_size": slide.file_size,
+            "slide_mtime_ns": slide.mtime_ns,
+            "slide_content_sha256": slide.content_sha256,
+        }
         return fingerprint_of({**self.as_dict(), **identity})
 
 
@@ -148,8 +225,7 @@ class SlideProvenance:
             "level_dimensions": list(info.level_dimensions[grid.level]),
             "slide_mpp": float(info.mpp),
             "slide_mpp_source": str(info.mpp_source),
-            "slide_name": self.slide.name,
-            "slide_file_size": int(info.file_size),
+            **self.slide.as_attrs(),
             "slide_dimensions": list(info.dimensions),
             "slide_vendor": str(info.vendor),
             "slide_backend": str(info.backend),

@@ -2,7 +2,9 @@
 
 ``summary.json`` and ``summary.csv`` are written atomically. Under torchrun each rank writes
 ``summary.rank<R>.json`` and whichever rank finds all of them (the last to finish always does)
-merges them into ``summary.json`` / ``summary.csv``.
+merges them into ``summary.json`` / ``summary.csv``. A run stopped by its environment (a full
+disk) still writes them where it can: ``stopped`` says why, and the slides it never reached are
+listed as ``not_run``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Literal
 from histo_encoders.atomic import atomic_write_text
 from histo_encoders.pipeline.provenance import RunSettings
 
-Status = Literal["ok", "skipped", "failed", "empty"]
+Status = Literal["ok", "skipped", "failed", "empty", "not_run"]
 _CSV_FIELDS = ("slide", "status", "n_tiles", "seconds", "error_type", "error", "output")
 
 
@@ -50,6 +52,7 @@ class RunSummary:
     rank: int = 0
     world_size: int = 1
     total_failed: int | None = None
+    stopped: str | None = None
 
     @property
     def failed(self) -> tuple[SlideResult, ...]:
@@ -66,8 +69,10 @@ class RunSummary:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
         lines = [f"{len(self.results)} slide(s): {counts or 'none'}  ->  {self.out_dir}"]
         for r in self.results:
-            detail = f"{r.error_type}: {r.error}" if r.status == "failed" else f"{r.n_tiles} tiles"
+            detail = f"{r.error_type}: {r.error}" if r.error else f"{r.n_tiles} tiles"
             lines.append(f"  {r.status:<7} {r.slide}  {detail}  ({r.seconds:.1f} s)")
+        if self.stopped:
+            lines.append(f"STOPPED: {self.stopped}")
         return "\n".join(lines)
 
     def record(self) -> dict[str, Any]:
@@ -78,6 +83,7 @@ class RunSummary:
             "rank": self.rank,
             "world_size": self.world_size,
             "counts": self.counts,
+            "stopped": self.stopped,
             "slides": [asdict(r) for r in self.results],
         }
 
@@ -109,10 +115,12 @@ def _merge_rank_summaries(out_dir: Path, world_size: int) -> None:
         return  # another rank is still running; it merges when it finishes
     records = [json.loads(p.read_text()) for p in parts]
     slides = sorted((s for rec in records for s in rec["slides"]), key=lambda s: s["slide"])
+    stopped = [rec["stopped"] for rec in records if rec.get("stopped")]
     merged = {
         **{k: records[0][k] for k in ("encoder", "settings")},
         "world_size": world_size,
         "counts": dict(Counter(s["status"] for s in slides)),
+        "stopped": stopped[0] if stopped else None,
         "slides": slides,
     }
     _write_summary_files(out_dir, "summary", merged)

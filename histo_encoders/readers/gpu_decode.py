@@ -83,6 +83,8 @@ class StoredTileSource(Protocol):
 
     def read_stored_bytes(self, tile_indices: Sequence[int]) -> list[bytes | None]: ...
 
+    def read_checked_bytes(self, tile_indices: Sequence[int]) -> list[bytes | None]: ...
+
     def decode_stored_tiles(self, tile_indices: Sequence[int]) -> list[np.ndarray | None]: ...
 
 
@@ -136,7 +138,8 @@ class GpuTileSupply:
         stats.stored_tiles_decoded += len(tile_indices)
         if self._cpu_reason is not None:
             return dict(zip(tile_indices, self._cpu_decode(tile_indices), strict=True))
-        data = reader.read_stored_bytes(tile_indices)
+        # Checked as OpenSlide judges tiles: nvJPEG decodes some damage to garbage silently.
+        data = reader.read_checked_bytes(tile_indices)
         decoded: dict[int, torch.Tensor | None] = {}
         batch = []
         for tile_index, tile_data in zip(tile_indices, data, strict=True):

@@ -1,5 +1,5 @@
 """The library's compiled inner loops (numba, ``nogil=True``): cutting regions out of decoded
-stored tiles, shrinking them, and checking JPEG scans.
+stored tiles and shrinking them.
 
 The TIFF reader's threads cut and shrink regions while other threads decode JPEG. As numpy
 code each region took a dozen array calls, each handing the GIL over, and on two cores the
@@ -12,8 +12,9 @@ The arithmetic is PIL's BOX filter for shrinks by at most 2x, as derived and che
 with ``(a + b + 1) >> 1`` per byte, columns first, then rows. On RGBX pixels held as uint32 that
 rounded-up average is ``(a | b) - (((a ^ b) >> 1) & 0x7F7F7F7F)`` for all four bytes at once.
 
-Callers are :mod:`histo_encoders.readers.resize` (shrinking), the TIFF reader (cutting) and
-:mod:`histo_encoders.readers.tiff_layout` (scan checks); use their functions.
+Callers are :mod:`histo_encoders.readers.resize` (shrinking) and the TIFF reader (cutting);
+use their functions. :func:`compiled` is the decorator other compiled loops use (the JPEG checks
+of :mod:`histo_encoders.readers.jpeg_check`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def _kernel(**options):
     return decorate
 
 
+compiled = _kernel  # for compiled loops in other modules: same caching and GIL rules
+
+
 @_kernel()
 def cut_region(tiles, tile_x, tile_y, present, x, y, level_width, level_height, region):
     """Fill ``region`` (S, S) uint32 RGBX with the level's pixels from (x, y).
@@ -82,37 +86,6 @@ def cut_region(tiles, tile_x, tile_y, present, x, y, level_width, level_height, 
             region[y0 - y : y1 - y, x0 - x : x1 - x] = tile[
                 y0 - tile_y[k] : y1 - tile_y[k], x0 - tile_x[k] : x1 - tile_x[k]
             ]
-
-
-@_kernel()
-def last_scan_damage(data):
-    """Check the last scan of a JPEG stream ``data`` (uint8): -1 when it has no start-of-scan
-    marker, else the number of bytes in its entropy-coded data (from the end of the last
-    start-of-scan header to the end-of-image marker) where 0xFF is followed by a byte that may
-    not follow it there. Only 0x00 (stuffing), 0xFF (fill) and restart markers 0xD0-0xD7 may.
-
-    0xFF is rare in compressed data, so each loop is one well-predicted test per byte: ~15 us
-    per stored tile, against tens for ``bytes.rfind`` and a regular expression with the GIL.
-    """
-    size = data.shape[0]
-    start_of_scan, end_of_image = -1, -1
-    for offset in range(size - 1):
-        if data[offset] == 0xFF:
-            following = data[offset + 1]
-            if following == 0xDA:
-                start_of_scan = offset
-            elif following == 0xD9:
-                end_of_image = offset
-    if start_of_scan < 0 or start_of_scan + 4 > size:
-        return -1
-    header = (np.int64(data[start_of_scan + 2]) << 8) | np.int64(data[start_of_scan + 3])
-    damaged = 0
-    for offset in range(start_of_scan + 2 + header, end_of_image - 1):
-        if data[offset] == 0xFF:
-            following = data[offset + 1]
-            if following != 0x00 and following != 0xFF and not 0xD0 <= following <= 0xD7:
-                damaged += 1
-    return damaged
 
 
 @_kernel(inline="always")

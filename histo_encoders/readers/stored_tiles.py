@@ -3,8 +3,10 @@ them into regions.
 
 A stored tile is decoded once, by whichever thread needs it first, and kept only while an output
 tile still needs it (:class:`StoredTileCache` counts the uses). Decoding refuses damage instead of
-returning grey or garbage pixels: libjpeg's fatal errors come through imagecodecs, and the damage
-libjpeg only warns about is found by :func:`~.tiff_layout.validate_jpeg`.
+returning grey or garbage pixels: libjpeg's fatal errors come through imagecodecs, the damage
+libjpeg only warns about (which OpenSlide refuses) is found by
+:func:`~.tiff_layout.validate_jpeg`, and a tile whose bytes lie past the end of the file, or
+anything else a decoder raises, is a SlideReadError naming the tile.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ import numpy as np
 
 from histo_encoders.errors import SlideReadError
 from histo_encoders.readers.buffers import SPARE_BUFFERS, scratch_array
-from histo_encoders.readers.tiff_layout import RawTileSource, TiffLevel, validate_jpeg
+from histo_encoders.readers.tiff_layout import (
+    RawTileSource,
+    TiffLevel,
+    TileDataError,
+    validate_jpeg,
+)
 
 _GLASS = 255  # OpenSlide's transparent pixels (outside the level, missing tiles) read as white
 _USUAL_SPAN = 9  # stored tiles under one region: up to 3 x 3 when regions are under 2 tiles wide
@@ -36,30 +43,42 @@ class StoredTileDecoder:
         self._source = RawTileSource(path, level)
 
     def read_bytes(self, tile_index: int) -> bytes | None:
-        """A stored tile's raw bytes; None where the file leaves the tile out."""
-        return self._source.read(tile_index)
+        """A stored tile's raw bytes; None where the file leaves the tile out.
+
+        Raises SlideReadError when they are not all in the file.
+        """
+        try:
+            return self._source.read(tile_index)
+        except TileDataError as error:
+            raise self._read_error(tile_index, error) from error
+
+    def check_jpeg(self, tile_index: int, data: bytes) -> None:
+        """Raise SlideReadError when OpenSlide would refuse this JPEG tile's ``data``."""
+        damage = validate_jpeg(data, self.level.jpegtables)
+        if damage is not None:
+            raise self._read_error(tile_index, ValueError(damage))
 
     def decode_rgb(self, tile_index: int) -> np.ndarray | None:
         """One stored tile as (tile_height, tile_width, 3) uint8; None if the file omits it.
 
         Raises SlideReadError if its data cannot be decoded (same message shape as OpenSlide's).
         """
-        data = self._source.read(tile_index)
+        data = self.read_bytes(tile_index)
         if data is None:
             return None
         level = self.level
         try:
             decoded = level.decode(data, tile_index, jpegtables=level.jpegtables)[0]
-            # libjpeg's fatal errors came through above; damage it only warns about is caught here.
-            damage = validate_jpeg(data) if level.codec == "jpeg" else None
-            if damage is not None:
-                raise ValueError(damage)
-        except (RuntimeError, ValueError) as error:
+        except Exception as error:  # imagecodecs' and tifffile's errors have no common base
             raise self._read_error(tile_index, error) from error
-        decoded = decoded.reshape(decoded.shape[-3:])
-        if decoded.shape != (level.tile_height, level.tile_width, 3):
-            raise self._read_error(tile_index, ValueError(f"decoded shape {decoded.shape}"))
-        return decoded
+        # libjpeg's fatal errors came through above; damage it only warns about is caught here.
+        if level.codec == "jpeg":
+            self.check_jpeg(tile_index, data)
+        shape = (level.tile_height, level.tile_width, 3)
+        if decoded.dtype != np.uint8 or decoded.size != np.prod(shape):
+            why = f"decoded {decoded.dtype} pixels of shape {decoded.shape}, not {shape} uint8"
+            raise self._read_error(tile_index, ValueError(why))
+        return decoded.reshape(shape)
 
     def decode_rgbx(self, tile_index: int) -> np.ndarray | None:
         """One stored tile as (tile_height, tile_width, 4) uint8 RGBX; None if the file omits it.
@@ -70,14 +89,12 @@ class StoredTileDecoder:
         """
         level = self.level
         if level.codec == "jpeg":
-            data = self._source.read(tile_index)
+            data = self.read_bytes(tile_index)
             if data is None:
                 return None
             decoded = self._jpeg_to_rgbx(data)
             if decoded is not None:
-                damage = validate_jpeg(data)
-                if damage is not None:
-                    raise self._read_error(tile_index, ValueError(damage))
+                self.check_jpeg(tile_index, data)
                 return decoded
         rgb = self.decode_rgb(tile_index)
         if rgb is None:
@@ -111,8 +128,8 @@ class StoredTileDecoder:
                 shape=shape[:2],
                 out=out if out is not None else _new_tile(shape),
             )
-        except (RuntimeError, ValueError):
-            return None  # decode_rgb decodes it again and raises the error with its context
+        except Exception:  # decode_rgb decodes it again and raises the error with its context
+            return None
         return decoded if decoded.shape == shape else None
 
     def _read_error(self, tile_index: int, error: Exception) -> SlideReadError:

@@ -76,20 +76,27 @@ def open_tiff_level(path: str | Path, level_dimensions: tuple[int, int]) -> Tiff
     """
     try:
         tif = tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+    except Exception as exc:  # tifffile raises many kinds on damaged headers
         raise TiffLayoutError(f"not a TIFF file tifffile can parse ({exc})") from exc
     with tif:
-        matches = [
-            index
-            for index, page in enumerate(tif.pages)
-            if page.is_tiled and (page.imagewidth, page.imagelength) == tuple(level_dimensions)
-        ]
-        if len(matches) != 1:
-            raise TiffLayoutError(
-                f"{len(matches)} tiled pages of size {level_dimensions[0]}x{level_dimensions[1]}"
-                " (need exactly one)"
-            )
-        return _describe_page(tif.pages[matches[0]], matches[0])
+        try:
+            matches = [
+                index
+                for index, page in enumerate(tif.pages)
+                if page.is_tiled and (page.imagewidth, page.imagelength) == tuple(level_dimensions)
+            ]
+            if len(matches) != 1:
+                raise TiffLayoutError(
+                    f"{len(matches)} tiled pages of size "
+                    f"{level_dimensions[0]}x{level_dimensions[1]} (need exactly one)"
+                )
+            level = _describe_page(tif.pages[matches[0]], matches[0])
+            _check_jpeg_process(tif.filehandle, level)
+        except TiffLayoutError:
+            raise
+        except Exception as exc:  # a damaged IFD: let OpenSlide judge the slide
+            raise TiffLayoutError(f"tifffile cannot describe the level ({exc})") from exc
+        return level
 
 
 def _describe_page(page: tifffile.TiffPage, index: int) -> TiffLevel:
@@ -119,6 +126,23 @@ def _describe_page(page: tifffile.TiffPage, index: int) -> TiffLevel:
     )
 
 
+def _check_jpeg_process(handle: tifffile.FileHandle, level: TiffLevel) -> None:
+    """Refuse a level whose JPEG tiles use a process the tile checks do not verify (progressive,
+    12-bit, arithmetic...), judged on its first stored tile: OpenSlide reads those slides."""
+    if level.codec != "jpeg":
+        return
+    from histo_encoders.readers.jpeg_check import MESSAGES, UNVERIFIED, jpeg_warning
+
+    present = np.flatnonzero(level.bytecounts > 0)
+    if len(present) == 0:
+        return
+    first = int(present[0])
+    handle.seek(int(level.offsets[first]))
+    data = handle.read(int(level.bytecounts[first]))
+    if jpeg_warning(data, level.jpegtables) == UNVERIFIED:
+        raise TiffLayoutError(MESSAGES[UNVERIFIED])
+
+
 def _check_page(page: tifffile.TiffPage) -> None:
     if page.compression not in CODECS:
         raise TiffLayoutError(f"compression {int(page.compression)} is not decoded here")
@@ -135,6 +159,10 @@ def _check_page(page: tifffile.TiffPage) -> None:
         raise TiffLayoutError("volumetric tiles are not slide tiles")
 
 
+class TileDataError(ValueError):
+    """A stored tile's bytes cannot be read from the file (the decoder adds which tile)."""
+
+
 class RawTileSource:
     """Reads one stored tile's bytes by index; safe to call from many threads at once."""
 
@@ -147,21 +175,34 @@ class RawTileSource:
             raise SlideOpenError(path, f"cannot open the file for tile reads ({exc})") from exc
         # pread takes the offset with it, so threads need no lock; elsewhere seek+read do.
         self._lock = None if hasattr(os, "pread") else threading.Lock()
+        self._size = os.fstat(self._file.fileno()).st_size
 
     def read(self, tile_index: int) -> bytes | None:
-        """The stored bytes of a tile, or None for a tile the file leaves out (count 0)."""
+        """The stored bytes of a tile, or None for a tile the file leaves out (count 0).
+
+        Raises TileDataError when the tile's bytes are not all in the file (an offset or byte
+        count pointing past its end, as OpenSlide's "Cannot read raw tile") or cannot be read.
+        """
         count = int(self._level.bytecounts[tile_index])
         if count == 0:
             return None
         offset = int(self._level.offsets[tile_index])
-        if self._lock is None:
-            data = os.pread(self._file.fileno(), count, offset)
-        else:
-            with self._lock:
-                self._file.seek(offset)
-                data = self._file.read(count)
+        if offset < 0 or count < 0 or offset + count > self._size:
+            raise TileDataError(
+                f"its {count} bytes at offset {offset} lie past the end of the file "
+                f"({self._size} bytes)"
+            )
+        try:
+            if self._lock is None:
+                data = os.pread(self._file.fileno(), count, offset)
+            else:
+                with self._lock:
+                    self._file.seek(offset)
+                    data = self._file.read(count)
+        except OSError as error:
+            raise TileDataError(f"reading its bytes failed ({error})") from error
         if len(data) != count:
-            raise OSError(f"tile {tile_index}: file ends after {len(data)} of {count} bytes")
+            raise TileDataError(f"the file ends after {len(data)} of its {count} bytes")
         return data
 
     def close(self) -> None:
@@ -185,22 +226,16 @@ def full_jpeg_stream(data: bytes, jpegtables: bytes | None) -> bytes:
     return jpegtables[:-2] + data[2:]
 
 
-def validate_jpeg(data: bytes) -> str | None:
-    """The reason a JPEG tile stream is damaged, or None if its structure is sound.
+def validate_jpeg(data: bytes, jpegtables: bytes | None = None) -> str | None:
+    """The reason OpenSlide would refuse a JPEG tile, or None when it decodes it cleanly.
 
-    libjpeg only warns on truncated or marker-damaged entropy data and fills the rest with grey;
-    imagecodecs does not report those warnings, whereas OpenSlide turns them into errors. These
-    checks find the same damage after decoding, so a bad tile is an error, never grey pixels.
+    libjpeg only warns on truncated or damaged compressed data and fills the rest with grey;
+    imagecodecs does not report those warnings, whereas OpenSlide turns them into errors.
+    :func:`~histo_encoders.readers.jpeg_check.jpeg_warning` finds the warning libjpeg would
+    give (the fatal errors imagecodecs raises itself), so a bad tile is an error, never pixels.
     """
-    tail = data[-16:].rstrip(b"\x00")
-    if not tail.endswith(b"\xff\xd9"):
-        return "tile data is truncated (no end-of-image marker)"
-    # Compiled: searching in Python holds the GIL that the decoding threads need.
-    from histo_encoders.readers.kernels import last_scan_damage
+    # Compiled: checking in Python would hold the GIL that the decoding threads need.
+    from histo_encoders.readers.jpeg_check import MESSAGES, jpeg_warning
 
-    damage = last_scan_damage(np.frombuffer(data, np.uint8))
-    if damage < 0:
-        return "tile data has no start-of-scan marker"
-    if damage > 0:
-        return "tile data has a damaged marker inside the compressed scan"
-    return None
+    code = jpeg_warning(data, jpegtables)
+    return None if code == 0 else MESSAGES[code]

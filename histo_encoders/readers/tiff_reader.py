@@ -34,7 +34,12 @@ import numpy as np
 import torch
 
 from histo_encoders.env import usable_cpus
-from histo_encoders.errors import DeviceUnavailableError, ReaderNotApplicableError
+from histo_encoders.errors import (
+    DeviceUnavailableError,
+    ReaderNotApplicableError,
+    SlideError,
+    SlideReadError,
+)
 from histo_encoders.readers.base import ReaderReport
 from histo_encoders.readers.buffers import SPARE_BUFFERS, batch_array
 from histo_encoders.readers.normalize import NormalizeTable
@@ -161,6 +166,19 @@ class TiffTileReader:
         self._ensure_open()
         return list(self._pool.map(self._decoder.read_bytes, tile_indices))
 
+    def read_checked_bytes(self, tile_indices: Sequence[int]) -> list[bytes | None]:
+        """Raw bytes of stored tiles, each JPEG tile checked as OpenSlide would judge it (for
+        decoders that do not report damage, e.g. nvJPEG), by the reader's threads. Raises
+        SlideReadError for a tile OpenSlide would refuse."""
+        self._ensure_open()
+        return list(self._pool.map(self._read_checked, tile_indices))
+
+    def _read_checked(self, tile_index: int) -> bytes | None:
+        data = self._decoder.read_bytes(tile_index)
+        if data is not None and self.level.codec == "jpeg":
+            self._decoder.check_jpeg(tile_index, data)
+        return data
+
     def decode_stored_tiles(self, tile_indices: Sequence[int]) -> list[np.ndarray | None]:
         """Stored tiles as (tile_height, tile_width, 3) uint8 (None where the file omits a
         tile), decoded on the CPU by the reader's threads. Raises SlideReadError for damage."""
@@ -268,7 +286,7 @@ class TiffTileReader:
             for number in range(len(batches)):
                 positions, jobs, buffer = pending.popleft()
                 for job in jobs:
-                    job.result()
+                    self._result_of(job)
                 for position in positions:
                     cache.release(plan.tiles_of(position, self.level))
                 self.stats.tiles_delivered += len(positions)
@@ -286,6 +304,17 @@ class TiffTileReader:
                 for job in jobs:
                     job.cancel()
             cache.clear()
+
+    def _result_of(self, job: Future) -> None:
+        """Wait for a pool job; anything it raised is this slide's SlideReadError."""
+        try:
+            job.result()
+        except SlideError:
+            raise
+        except Exception as error:  # a decoder or compiled loop failed on this slide's data
+            raise SlideReadError(
+                self.path, f"reading tiles failed: {type(error).__name__}: {error}"
+            ) from error
 
     def _submit_batch(
         self,
