@@ -164,15 +164,15 @@ def _run_embed(args: argparse.Namespace) -> int:
     from histo_encoders.pipeline.inputs import collect_slides, read_slide_mpps
     from histo_encoders.pipeline.run import embed_slides
 
-    if args.encoder is None:
-        print(_encoder_required(), file=sys.stderr)
-        return EXIT_ERROR
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         print(
             f"histo-encoders embed: error: --out {out} is a file; give a folder (created if missing)",
             file=sys.stderr,
         )
+        return EXIT_ERROR
+    if args.encoder is None:
+        print(_encoder_required(), file=sys.stderr)
         return EXIT_ERROR
     options = embed_options_from_args(args)
     try:

@@ -126,8 +126,6 @@ def run_settings(prepared: PreparedEncoder, options: EmbedOptions) -> RunSetting
     spec = prepared.spec
     mpp, tile_size = target_geometry(prepared, options)
     weights = spec.weights_sha256 or f"in-memory:{weights_fingerprint(prepared.model)}"
-    config = getattr(prepared.model, "histo_config", None)
-    cfg = dict(getattr(prepared.model, "pretrained_cfg", None) or {})
     return RunSettings(
         encoder=spec.name,
         hub_id=spec.hub_id,
@@ -139,11 +137,13 @@ def run_settings(prepared: PreparedEncoder, options: EmbedOptions) -> RunSetting
         tissue=options.tissue,
         precision=prepared.precision,
         reader=options.reader,
-        # The same weights give other features with another normalization or architecture.
+        # The same weights give other features with another normalization, architecture or
+        # pooling rule.
         mean=tuple(float(v) for v in spec.mean),
         std=tuple(float(v) for v in spec.std),
-        architecture=str(config.architecture if config else cfg.get("architecture", "")),
-        model_args=dict(config.model_args) if config else {},
+        architecture=spec.architecture,
+        model_args=dict(spec.model_args),
+        pooling=spec.pooling,
     )
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +40,9 @@ class EncoderSpec:
     revision: str | None = None
     weights_sha256: str | None = None
     provenance: EncoderProvenance | None = None
+    architecture: str = ""
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    pooling: str = "timm"
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +136,9 @@ def encoder_spec(model: torch.nn.Module) -> EncoderSpec:
         revision=(provenance and (provenance.commit or provenance.revision)) or config.revision,
         weights_sha256=(provenance and provenance.weights_sha256) or config.sha256,
         provenance=provenance,
+        architecture=config.architecture,
+        model_args=dict(config.model_args),
+        pooling=config.pooling,
     )
 
 
@@ -159,6 +165,7 @@ def _spec_from_pretrained_cfg(model: torch.nn.Module) -> EncoderSpec:
         mean=_triple(cfg["mean"]),
         std=_triple(cfg["std"]),
         hub_id=cfg.get("hf_hub_id"),
+        architecture=str(cfg.get("architecture") or ""),
     )
 
 

@@ -129,6 +129,7 @@ class RunSettings:
     std: tuple[float, ...] = ()
     architecture: str = ""
     model_args: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "timm"
     preprocessing: str = TILE_PREPROCESSING
     format_version: int = FORMAT_VERSION
 
