@@ -9,6 +9,7 @@ backbone on labelled tiles.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+METRICS_NAME = "metrics.jsonl"
 
 
 class MetricsLogger:
@@ -35,6 +38,26 @@ class MetricsLogger:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(dict(record)) + "\n")
         print(_console_line(record), file=sys.stderr, flush=True)
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Keep only the records of ``path`` up to ``step``; returns how many were dropped.
+
+    A run killed after its last checkpoint has logged steps it will train again on resume; cut
+    them so every step appears once and the curve can be plotted as it is. Atomic: the file is
+    rewritten beside and renamed. A missing file is left missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
 
 
 def _console_line(record: Mapping[str, Any]) -> str:
