@@ -344,3 +344,12 @@ def test_a_config_file_sets_defaults_the_command_line_overrides(dataset, tmp_pat
     typo.write_text("n-extremes: 5\n")
     with pytest.raises(ConfigError, match="n_extremes"):
         parse_config([*base, "--config", str(typo)])
+
+
+def test_the_throughput_tool_prints_epochs_against_the_floor(capsys):
+    from training.mil.throughput import main as throughput
+
+    argv = ["--slides", "4", "--tiles", "20", "40", "--dim", "16", "--epochs", "2"]
+    assert throughput([*argv, "--gemm-size", "128", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("; fraction ") == 2 and "best epoch reaches" in out  # printed, not asserted

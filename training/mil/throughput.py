@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--gemm-size", type=int, default=4096, help="side of the peak GEMM")
     return parser
 
 
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = TrainOptions(args.model, batch_size=args.batch_size, device="cpu")
     n_tiles = sum(bag.n_tiles for bag in bags)
     print(f"{args.slides} slides, {n_tiles} tiles x {args.dim}, {torch.get_num_threads()} threads")
-    print(f"square fp32 GEMM (4096): {gemm_gflops():.1f} GFLOP/s")
+    print(f"square fp32 GEMM ({args.gemm_size}): {gemm_gflops(args.gemm_size):.1f} GFLOP/s")
     timings, layer = measure(bags, options, args.epochs)
     flops = floor_flops(bags, layer)
     for i, t in enumerate(timings):
