@@ -43,8 +43,8 @@ LR_GRID = {
     "abmil": (1e-3, 3e-3),
     "transformer": (1e-4, 2e-4, 5e-4),
 }
-# The reference rate: what ``TrainOptions(lr=None)`` trains with outside a protocol.
-REFERENCE_LR = {
+# Each method's own rate: what ``TrainOptions(lr=None)`` trains with outside a protocol.
+METHOD_LR = {
     "chowder": 1e-3,
     "max-pool": 1e-3,
     "mean-pool": 1e-3,
@@ -88,7 +88,7 @@ class TrainOptions:
     Early stopping cannot end a run during an initial plateau: training runs at least
     ``min_epochs`` epochs (None: the model's ``MIN_EPOCHS``), and stops once ``patience`` epochs
     pass without a better validation score, counted from the best epoch or from the minimum,
-    whichever is later. ``lr`` of None is the model's ``REFERENCE_LR`` here; protocols choose
+    whichever is later. ``lr`` of None is the model's ``METHOD_LR`` here; protocols choose
     between its whole ``LR_GRID`` on validation. ``weight_decay`` of None is ``WEIGHT_DECAY``'s.
     """
 
@@ -110,7 +110,7 @@ class TrainOptions:
         """``(lr, weight_decay)`` with the model's defaults filled in."""
         name = canonical_name(self.model)
         return (
-            self.lr if self.lr is not None else REFERENCE_LR[name],
+            self.lr if self.lr is not None else METHOD_LR[name],
             self.weight_decay if self.weight_decay is not None else WEIGHT_DECAY[name],
         )
 
