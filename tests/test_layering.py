@@ -33,6 +33,7 @@ PUBLIC = {
     "histo_encoders",
     "histo_encoders.errors",
     "histo_encoders.env",
+    "histo_encoders.atomic",
     "histo_encoders.encoders",
     "histo_encoders.slides",
     "histo_encoders.readers",

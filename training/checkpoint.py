@@ -10,7 +10,6 @@ Everything in it is a tensor or a plain Python value, so ``torch.load(weights_on
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from histo_encoders.atomic import atomic_write
 from histo_encoders.errors import CorruptWeightsError
 
 FORMAT = "histo-encoders-moco-v2/1"
@@ -29,13 +29,7 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as handle:
-        torch.save({"format": FORMAT, **state}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda temporary: torch.save({"format": FORMAT, **state}, temporary))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Encoders and the MoCo v2 method (REFERENCE §2 defaults)."""
+    """Encoders and the MoCo v2 method (defaults: facebookresearch/moco, the MoCo v2 code)."""
 
     arch: str = "resnet50"
     model_args: Mapping[str, Any] = field(default_factory=dict)

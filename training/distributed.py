@@ -18,7 +18,6 @@ the contrastive accuracy climbs while the features stay poor. The remedies, by `
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -27,6 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from histo_encoders.env import torchrun_ranks
 from histo_encoders.errors import ConfigError
 
 
@@ -53,9 +53,8 @@ def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
 
     torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them this is a single process.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ranks = torchrun_ranks()  # torchrun's variables, parsed and checked in one place
+    world_size, rank, local_rank = ranks.world_size, ranks.rank, ranks.local_rank
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:
         torch.cuda.set_device(local_rank)

@@ -19,6 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from histo_encoders.atomic import atomic_write_text
+
+METRICS_NAME = "metrics.jsonl"
+
 
 class MetricsLogger:
     """Appends JSON lines to ``path`` and prints a short line; silent on ranks other than 0."""
@@ -35,6 +39,24 @@ class MetricsLogger:
         with open(self.path, "a") as handle:
             handle.write(json.dumps(dict(record)) + "\n")
         print(_console_line(record), file=sys.stderr, flush=True)
+
+
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Keep only the records of ``path`` up to ``step``; returns how many were dropped.
+
+    A run killed after its last checkpoint has logged steps it will train again on resume; cut
+    them so every step appears once and the curve can be plotted as it is. Atomic: the file is
+    rewritten beside and renamed. A missing file is left missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) == len(lines):
+        return 0
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
 
 
 def _console_line(record: Mapping[str, Any]) -> str:

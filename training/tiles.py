@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from histo_encoders.atomic import atomic_write
 from histo_encoders.errors import ConfigError, SlideError
 from training.augment import TwoViews, sample_generator
 
@@ -164,18 +165,20 @@ def _cache_key(slide_paths: Sequence[Path], options: TileIndexOptions) -> str:
 
 def _save_index(index: TileIndex, key: str, cache_path: Path) -> None:
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(cache_path.name + ".partial")
-    with open(tmp, "wb") as handle:
-        np.savez(
-            handle,
-            key=np.array(key),
-            slide_paths=np.array(index.slide_paths),
-            slide_ids=index.slide_ids,
-            coords=index.coords,
-            grids=np.array(json.dumps(index.grids)),
-            skipped=np.array(json.dumps(index.skipped)),
-        )
-    tmp.replace(cache_path)
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:  # a handle: np.savez would add ".npz" to a path
+            np.savez(
+                handle,
+                key=np.array(key),
+                slide_paths=np.array(index.slide_paths),
+                slide_ids=index.slide_ids,
+                coords=index.coords,
+                grids=np.array(json.dumps(index.grids)),
+                skipped=np.array(json.dumps(index.skipped)),
+            )
+
+    atomic_write(cache_path, write)
 
 
 def _index_from_npz(cached: Any) -> TileIndex:

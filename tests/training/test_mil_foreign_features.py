@@ -72,5 +72,5 @@ def test_help_shows_every_default(capsys):
 
     build_parser().print_help()
     text = capsys.readouterr().out
-    for shown in ("(default: official-split)", "(default: 50)", "(default: 0)", "(default: 8)"):
+    for shown in ("(default: official-split)", "(default: 100)", "(default: 0)", "(default: 8)"):
         assert shown in " ".join(text.split()), shown

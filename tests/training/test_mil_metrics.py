@@ -5,7 +5,14 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from training.mil.errors import ProtocolError
-from training.mil.metrics import auc, balanced_accuracy, bootstrap, summarize
+from training.mil.metrics import (
+    auc,
+    balanced_accuracy,
+    bootstrap,
+    bootstrap_mean,
+    summarize,
+    summarize_repeats,
+)
 from training.mil.splits import patient_folds, validation_split
 
 
@@ -59,6 +66,41 @@ def test_bootstrap_interval_contains_the_point_estimate_and_shrinks_with_more_sl
     for interval in (small, large):
         assert interval.low <= interval.value <= interval.high
     assert large.high - large.low < small.high - small.low
+
+
+def test_fast_bootstrap_matches_scoring_each_resample_one_by_one():
+    from training.mil.metrics import _resample_counts, _resampled
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 60)
+    probs = np.round(rng.random(60) + 0.3 * labels, 1)  # rounded: plenty of ties
+    counts = _resample_counts(labels, 200, seed=1)
+    for metric in (auc, balanced_accuracy):
+        one_by_one = [
+            metric(labels[np.repeat(np.arange(60), c)], probs[np.repeat(np.arange(60), c)])
+            for c in counts
+        ]
+        np.testing.assert_allclose(_resampled(metric, labels, probs, counts), one_by_one)
+
+
+def test_interval_of_the_mean_over_seeds_is_narrower_than_one_seeds():
+    rng = np.random.default_rng(2)
+    labels = np.arange(80) % 2
+    repeat_probs = labels + rng.normal(0, 1.0, (5, 80))  # five noisy, independent seeds
+    single = bootstrap(auc, labels, repeat_probs[0], n_resamples=400)
+    mean = bootstrap_mean(auc, labels, repeat_probs, n_resamples=400)
+    assert mean.value == pytest.approx(np.mean([auc(labels, p) for p in repeat_probs]))
+    assert mean.low <= mean.value <= mean.high
+    assert mean.high - mean.low < single.high - single.low
+    summary = summarize_repeats(
+        labels,
+        repeat_probs,
+        [{"auc": auc(labels, p), "balanced_accuracy": 0.5} for p in repeat_probs],
+    )
+    assert summary["auc_std"] == pytest.approx(
+        np.std([auc(labels, p) for p in repeat_probs], ddof=1)
+    )
+    assert summary["seed_ensemble"]["auc"]["value"] == auc(labels, repeat_probs.mean(0))
 
 
 def test_summary_reports_auc_and_balanced_accuracy_with_intervals():

@@ -75,6 +75,24 @@ def test_chowder_extremes_are_the_top_and_bottom_scores():
     )
 
 
+def test_chowder_defaults_are_the_papers_camelyon_setting():
+    model = build_model("chowder", DIM, 2)
+    assert model.n_extreme == 5 and model.mlp[0].in_features == 10
+    sizes = [m.out_features for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    assert sizes == [200, 100, 1]
+    # L2 of 0.5 on the tile-score weights only, added to the loss by the training loop.
+    torch.testing.assert_close(model.penalty(), 0.5 * model.score.weight.square().sum())
+
+
+def test_max_pooling_starts_from_a_zero_score_so_its_first_step_sees_every_tile():
+    model = build_model("max-pool", DIM, 2)
+    features = _bag(30, 9)[None]
+    out = model(features, torch.ones(1, 30, dtype=torch.bool))
+    out.sum().backward()
+    # Every tile ties at zero, so the gradient is shared by the whole bag (the mean feature).
+    torch.testing.assert_close(model.score.weight.grad[0], features[0].mean(0))
+
+
 def test_abmil_attention_sums_to_one_and_ignores_padding():
     model = _model("abmil")
     batch = collate([Bag("a", "a", 0, _bag(5, 7), None), Bag("b", "b", 0, _bag(12, 8), None)])
@@ -106,6 +124,8 @@ def test_unknown_model_name_lists_the_known_ones():
 def test_deepmil_alias_builds_the_gated_abmil_with_the_paper_sizes():
     model = build_model("deepmil", 2048, 2)
     assert model.embed[0].in_features == 2048 and model.embed[0].out_features == 128
+    # A linear tile embedding, as in FLamby's fed_camelyon16 model (no ReLU before attention).
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.embed)
     assert model.attention.weight.in_features == 128
     sizes = [m.out_features for m in model.classifier if isinstance(m, torch.nn.Linear)]
     assert sizes == [128, 64, 1]

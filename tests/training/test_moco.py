@@ -224,6 +224,13 @@ def test_camelyon_config_has_the_reference_hyperparameters() -> None:
     assert config.optim.epochs == 200 and config.data.mpp == 0.5 and config.data.tile_size == 224
 
 
+def test_camelyon_config_card_licence_is_the_registry_records() -> None:
+    import histo_encoders
+
+    config = load_config(Path(__file__).parents[2] / "training/configs/moco_camelyon.yaml")
+    assert config.card.license == histo_encoders.get_config("moco-camelyon").license
+
+
 def test_sampler_splits_global_batches_between_ranks_and_resumes_mid_epoch() -> None:
     samplers = [EpochSampler(10, 24, 3, rank, 2, seed=1) for rank in range(2)]
     per_rank = [list(s) for s in samplers]

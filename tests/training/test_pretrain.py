@@ -84,6 +84,40 @@ def test_resumed_run_equals_uninterrupted_run(slide_dir, tmp_path, restore_torch
     )
 
 
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_cuts_the_log_back_to_the_checkpoint(
+    slide_dir, tmp_path, monkeypatch, restore_torch_globals
+) -> None:
+    import training.pretrain_loop as loop
+
+    logged = ("run.log_every=1", "run.checkpoint_every=2")
+    pretrain(tiny_config(slide_dir, tmp_path / "straight", *logged))
+    # Killed just after step 3: step 3 is in the log, the last checkpoint holds step 2.
+    real_step = loop.train_step
+
+    def killed_after_step_3(state, *args):
+        if state.step == 3:
+            raise KeyboardInterrupt
+        return real_step(state, *args)
+
+    monkeypatch.setattr(loop, "train_step", killed_after_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiny_config(slide_dir, tmp_path / "resumed", *logged))
+    assert [r["step"] for r in _records(tmp_path / "resumed")] == [1, 2, 3]
+    monkeypatch.setattr(loop, "train_step", real_step)
+    pretrain(tiny_config(slide_dir, tmp_path / "resumed", *logged))
+
+    resumed, straight = _records(tmp_path / "resumed"), _records(tmp_path / "straight")
+    assert [r["step"] for r in resumed] == list(range(1, 9))  # each step once, in order
+    # The resumed curve is the uninterrupted one (timings aside): it plots as it is.
+    assert [(r["loss"], r["acc"], r["lr"]) for r in resumed] == [
+        (r["loss"], r["acc"], r["lr"]) for r in straight
+    ]
+
+
 def test_resume_with_other_hyperparameters_is_refused(
     slide_dir, tmp_path, restore_torch_globals
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from .data import Bag
 from .models import canonical_name
 from .protocols import Evaluation, ProtocolOptions, evaluate
 from .report import Results, plot_roc, write_json, write_markdown
-from .train import TrainOptions
+from .train import TrainOptions, default_lrs
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,11 @@ def candidates_for(
 ) -> list[TrainOptions]:
     """The settings a protocol chooses from (on validation) for ``model``: lr x weight decay.
 
-    ``options_by_model`` maps a model name to its constructor options (e.g. Chowder's R).
+    Without ``lrs`` (and without ``base.lr``) the model's default grid is used
+    (``train.LR_GRID``). ``options_by_model`` maps a model name to its constructor options
+    (e.g. Chowder's R).
     """
-    lr_values = list(lrs) or [base.lr]
+    lr_values = list(lrs) or ([base.lr] if base.lr is not None else list(default_lrs(model)))
     wd_values = list(weight_decays) or [base.weight_decay]
     own = (options_by_model or {}).get(canonical_name(model), ())
     return [
@@ -47,8 +49,13 @@ def run_models(
     lrs: Sequence[float] = (),
     weight_decays: Sequence[float] = (),
     options_by_model: Mapping[str, tuple] | None = None,
+    on_result: Callable[[list[Evaluation]], None] | None = None,
 ) -> list[Evaluation]:
-    """Evaluate each model in ``models`` on ``bags`` under ``protocol``."""
+    """Evaluate each model in ``models`` on ``bags`` under ``protocol``.
+
+    ``on_result`` is called with the evaluations so far each time a model finishes (the command
+    line writes its outputs there, so a stopped run keeps every finished model).
+    """
     evaluations = []
     for model in models:
         candidates = candidates_for(model, base, lrs, weight_decays, options_by_model)
@@ -62,6 +69,8 @@ def run_models(
             evaluation.seconds,
         )
         evaluations.append(evaluation)
+        if on_result is not None:
+            on_result(list(evaluations))
     return evaluations
 
 

@@ -3,7 +3,12 @@
 Example::
 
     python -m training.mil --features features/moco-camelyon --labels camelyon16.csv \\
-        --model chowder abmil --protocol official-split --out results/moco-camelyon
+        --config training/configs/mil_camelyon16.yaml --out results/moco-camelyon
+
+``--config`` sets option defaults from a YAML file (keys are the option names); options given
+on the command line override it. Progress: one log line per epoch; ``results.*`` are rewritten
+each time a model finishes, and finished repeats are kept in ``OUT/repeats`` so a rerun with the
+same settings skips them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from histo_encoders.errors import ConfigError
 
 from .benchmark import print_outputs, run_models, write_outputs
 from .data import load_bags, read_labels
@@ -47,7 +57,7 @@ class MilConfig:
     protocol: ProtocolOptions
     train: TrainOptions
     encoder: str
-    n_extreme: int = 10
+    n_extreme: int = 5
     half: bool = False
     class_names: tuple[str, ...] | None = None
     lrs: tuple[float, ...] = ()
@@ -80,16 +90,29 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeats", type=int, default=1, help="repeat over seeds seed..seed+n-1")
     parser.add_argument("--seed", type=int, default=0, help="first seed (splits, init, batches)")
-    parser.add_argument("--epochs", type=int, default=50, help="maximum training epochs")
     parser.add_argument(
-        "--patience", type=int, default=10, help="stop after this many epochs without progress"
+        "--ensemble",
+        type=int,
+        default=1,
+        help="models per validation split, averaged on test (Chowder's E; the paper uses 50)",
+    )
+    parser.add_argument("--epochs", type=int, default=100, help="most epochs per model")
+    parser.add_argument(
+        "--min-epochs",
+        type=int,
+        default=None,
+        help="epochs before early stopping may stop (default: each model's own, see "
+        "training/README.md)",
+    )
+    parser.add_argument(
+        "--patience", type=int, default=10, help="epochs without improvement, after the minimum"
     )
     parser.add_argument(
         "--lr",
         type=float,
         nargs="+",
         default=[],
-        help="one or more; several are chosen between on validation (default: each model's own)",
+        help="one or more, chosen between on validation (default: a grid per model)",
     )
     parser.add_argument(
         "--weight-decay",
@@ -112,7 +135,9 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         default=512,
         help="tiles per slide per step with --bag-mode sample",
     )
-    parser.add_argument("--n-extreme", type=int, default=10, help="Chowder's R")
+    parser.add_argument(
+        "--n-extreme", type=int, default=5, help="Chowder's R (5: the paper's Camelyon16 setting)"
+    )
     parser.add_argument("--device", default=None, help="default: cuda when present, else cpu")
     parser.add_argument("--no-mixed-precision", action="store_true", help="fp32 on CUDA too")
     parser.add_argument("--half", action="store_true", help="cache features as float16")
@@ -145,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("results"), help="folder for results.json/.md, roc.png"
     )
     parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML of option defaults (e.g. training/configs/mil_camelyon16.yaml)",
+    )
+    parser.add_argument(
         "--encoder",
         default=None,
         help="column name in the table (default: the features folder's name)",
@@ -156,8 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
 def protocol_options(args: argparse.Namespace) -> ProtocolOptions:
     """Protocol options from parsed arguments."""
     inner = args.inner_folds or (5 if args.protocol == "nested-cv" else 1)
+    out = getattr(args, "out", None)
     return ProtocolOptions(
-        args.protocol, args.folds, inner, args.val_fraction, args.repeats, args.seed
+        args.protocol,
+        args.folds,
+        inner,
+        args.val_fraction,
+        args.repeats,
+        args.seed,
+        ensemble=args.ensemble,
+        # Finished repeats are kept under the output folder; a rerun skips them.
+        results_dir=Path(out) / "repeats" if out is not None else None,
     )
 
 
@@ -166,6 +206,7 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(
         model=args.model[0],
         epochs=args.epochs,
+        min_epochs=args.min_epochs,
         patience=args.patience,
         batch_size=args.batch_size,
         bag_mode=args.bag_mode,
@@ -175,9 +216,39 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
     )
 
 
+def read_option_file(path: Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Option defaults from a YAML mapping of option names (``n-extreme`` or ``n_extreme``).
+
+    Raises:
+        ConfigError: the file cannot be read, is not a mapping, or names an unknown option.
+    """
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"Cannot read MIL config {path}: {err}.") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"MIL config {path} must be a mapping of option names to values.")
+    known = {action.dest for action in parser._actions} - {"help", "config"}
+    options = {str(key).replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"MIL config {path} sets unknown option(s) {unknown}; known: {sorted(known)}."
+        )
+    return options
+
+
 def parse_config(argv: Sequence[str] | None = None) -> MilConfig:
-    """Parse the command line into a frozen :class:`MilConfig`."""
-    args = build_parser().parse_args(argv)
+    """Parse the command line (and its ``--config`` file) into a frozen :class:`MilConfig`.
+
+    Raises:
+        ConfigError: the ``--config`` file is unreadable or sets an unknown option.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is not None:
+        parser.set_defaults(**read_option_file(args.config, parser))
+        args = parser.parse_args(argv)
     return MilConfig(
         features=args.features,
         labels=args.labels,
@@ -203,6 +274,10 @@ def run(config: MilConfig) -> dict:
     """Load bags, evaluate every model, write results; returns the written paths."""
     labels = read_labels(config.labels, config.class_names)
     bags = load_bags(config.features, labels, half=config.half)
+
+    def write(evaluations: list) -> dict:
+        return write_outputs({config.encoder: evaluations}, labels.class_names, config.out)
+
     evaluations = run_models(
         bags,
         labels.n_classes,
@@ -212,8 +287,9 @@ def run(config: MilConfig) -> dict:
         lrs=config.lrs,
         weight_decays=config.weight_decays,
         options_by_model=options_by_model(config.n_extreme),
+        on_result=write,
     )
-    return write_outputs({config.encoder: evaluations}, labels.class_names, config.out)
+    return write(evaluations)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

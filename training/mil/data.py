@@ -225,10 +225,13 @@ def collate(
     picked = [_sample_tiles(bag, max_tiles, generator) for bag in bags]
     longest = max(t.shape[0] for t in picked)
     dim = picked[0].shape[1]
-    features = torch.zeros(len(picked), longest, dim, dtype=torch.float32)
+    # Only the padded rows are zeroed: filling the whole batch first costs as much memory
+    # traffic as the copy itself, ~15% of an ABMIL epoch on a CPU.
+    features = torch.empty(len(picked), longest, dim, dtype=torch.float32)
     mask = torch.zeros(len(picked), longest, dtype=torch.bool)
     for i, tiles in enumerate(picked):
         features[i, : tiles.shape[0]] = tiles
+        features[i, tiles.shape[0] :] = 0.0
         mask[i, : tiles.shape[0]] = True
     labels = torch.tensor([bag.label for bag in bags], dtype=torch.int64)
     return Batch(features, mask, labels, tuple(bag.slide_id for bag in bags))

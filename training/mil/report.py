@@ -27,6 +27,7 @@ def evaluation_record(evaluation: Evaluation, class_names: Sequence[str]) -> dic
         "seconds": round(evaluation.seconds, 2),
         "summary": evaluation.summary,
         "per_repeat": evaluation.per_repeat,
+        "repeat_probs": np.asarray(evaluation.repeat_probs).tolist(),
         "predictions": [
             {
                 "slide_id": slide_id,
@@ -61,14 +62,19 @@ def _json_default(value: object) -> object:
     raise TypeError(f"Cannot write {type(value).__name__} to JSON")
 
 
-def _cell(summary: Mapping, metric: str) -> str:
-    ci = summary["seed_ensemble"][metric]
-    mean, std = summary[f"{metric}_mean"], summary[f"{metric}_std"]
-    return f"{mean:.3f} ± {std:.3f} ({ci['low']:.3f}–{ci['high']:.3f})"
+METRIC_TITLES = {"auc": "Slide-level AUC", "balanced_accuracy": "Balanced accuracy"}
+
+
+def _mean_std(summary: Mapping, metric: str) -> str:
+    return f"{summary[f'{metric}_mean']:.3f} ± {summary[f'{metric}_std']:.3f}"
+
+
+def _interval(low: float, high: float) -> str:
+    return f"{low:.3f}–{high:.3f}"
 
 
 def markdown_table(results: Results, metric: str = "auc") -> str:
-    """One row per MIL model, one column per encoder: mean ± std over repeats (95% CI)."""
+    """One row per MIL model, one column per encoder: mean ± std over repeats (seeds) only."""
     encoders = list(results)
     models = list(dict.fromkeys(ev.model for evs in results.values() for ev in evs))
     by_key = {(enc, ev.model): ev for enc, evs in results.items() for ev in evs}
@@ -79,26 +85,61 @@ def markdown_table(results: Results, metric: str = "auc") -> str:
     ]
     for model in models:
         cells = [
-            _cell(by_key[(enc, model)].summary, metric) if (enc, model) in by_key else "–"
+            _mean_std(by_key[(enc, model)].summary, metric) if (enc, model) in by_key else "–"
             for enc in encoders
         ]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def details_table(results: Results, metric: str = "auc") -> str:
+    """One row per (encoder, model): each figure in its own labelled column."""
+    lines = [
+        "| encoder | model | repeats | mean ± std over seeds | 95% CI of the mean (bootstrap) "
+        "| seed-ensemble value | seed-ensemble 95% CI (bootstrap) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for encoder, evaluations in results.items():
+        for ev in evaluations:
+            summary = ev.summary
+            mean_ci = summary[f"{metric}_mean_ci"]
+            ensemble = summary["seed_ensemble"][metric]
+            cells = [
+                encoder,
+                ev.model,
+                str(summary["repeats"]),
+                _mean_std(summary, metric),
+                _interval(mean_ci["low"], mean_ci["high"]),
+                f"{ensemble['value']:.3f}",
+                _interval(ensemble["low"], ensemble["high"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+HOW_TO_READ = (
+    "How to read: *mean ± std over seeds* is the mean of each repeat's own test metric and its "
+    "sample standard deviation; *95% CI of the mean* is a percentile bootstrap over test slides "
+    "(1,000 resamples, every repeat scored on the same resample); the *seed ensemble* averages "
+    "the repeats' probabilities per slide and is scored once, with its own bootstrap interval. "
+    "Models and settings were selected on validation slides only.\n"
+)
+
+
 def write_markdown(results: Results, path: str | Path) -> Path:
-    """Write the AUC and balanced-accuracy tables with a line saying how to read them."""
-    text = (
-        "## Slide-level AUC\n\n"
-        + markdown_table(results, "auc")
-        + "\n## Balanced accuracy\n\n"
-        + markdown_table(results, "balanced_accuracy")
-        + "\nCells: mean ± std over repeats (seeds); in brackets the 95% bootstrap interval of "
-        "the seed-ensembled test predictions. Models were selected on validation slides only.\n"
-    )
+    """Write, per metric, the encoder comparison and the detailed table, and how to read them."""
+    parts = []
+    for metric, title in METRIC_TITLES.items():
+        parts += [
+            f"## {title}\n\nMean ± std over seeds:\n\n",
+            markdown_table(results, metric),
+            "\nIntervals and seed ensemble:\n\n",
+            details_table(results, metric),
+            "\n",
+        ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text("".join(parts) + HOW_TO_READ)
     return path
 
 

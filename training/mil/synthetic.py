@@ -2,6 +2,9 @@
 
 - ``witness_bags``: Gaussian tiles; a positive bag hides a few tiles shifted along one direction.
   Only models that look at individual tiles can find them when the witness rate is low.
+- ``planted_bags``: the harder, freshly drawn variant used to check that every model learns:
+  bags of varying length, a witness rate of a fraction of a percent, witnesses shifted along one
+  of a few directions drawn from the seed (PlantedWitnesses says how).
 - ``digits_bags``: bags of real 8x8 digit images (scikit-learn's ``load_digits``); a bag is
   positive when it holds the chosen digit, as in Ilse et al.'s MNIST-bags.
 - ``write_feature_files`` / ``write_labels_csv``: the same bags as HDF5 feature files and a CSV.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,54 @@ def witness_bags(
         if label:
             tiles[rng.choice(n_tiles, n_witnesses, replace=False)] += shift * direction
         bags.append(_bag(f"{prefix}{seed}_{i:04d}", label, tiles))
+    return bags
+
+
+@dataclass(frozen=True)
+class PlantedWitnesses:
+    """Planted-witness bags: standard Gaussian tiles; a positive bag holds
+    ``max(1, round(witness_rate * n_tiles))`` witnesses, each moved about ``shift`` noise
+    standard deviations away, spread over ``n_directions`` orthonormal directions.
+
+    Directions are drawn from ``seed`` (never fixed), bag lengths uniformly from ``tiles``. A
+    linear tile score (Chowder, max pooling) separates witnesses from noise, so bag-level models
+    that look at tiles can reach AUC 1; the bag mean moves by only ``witness_rate * shift``, so
+    mean pooling cannot at rates of a fraction of a percent.
+    """
+
+    n_bags: int
+    tiles: tuple[int, int] = (300, 3000)
+    dim: int = 32
+    witness_rate: float = 0.005
+    n_directions: int = 3
+    shift: float = 8.0
+    seed: int = 0
+
+
+def witness_directions(spec: PlantedWitnesses) -> np.ndarray:
+    """The ``(n_directions, dim)`` orthonormal directions of ``spec``'s witnesses."""
+    rng = np.random.default_rng([spec.seed, 1])
+    basis, _ = np.linalg.qr(rng.normal(size=(spec.dim, spec.n_directions)))
+    return basis.T
+
+
+def planted_bags(spec: PlantedWitnesses, prefix: str = "planted") -> list[Bag]:
+    """``spec.n_bags`` bags, alternately negative and positive (see :class:`PlantedWitnesses`)."""
+    directions = witness_directions(spec)
+    rng = np.random.default_rng([spec.seed, 2])
+    bags = []
+    for i in range(spec.n_bags):
+        label = i % 2
+        n_tiles = int(rng.integers(spec.tiles[0], spec.tiles[1] + 1))
+        tiles = rng.normal(size=(n_tiles, spec.dim))
+        if label:
+            n_witnesses = max(1, round(spec.witness_rate * n_tiles))
+            rows = rng.choice(n_tiles, n_witnesses, replace=False)
+            # Each witness is far from the noise along every direction (weights 0.75-1.25 of
+            # shift / sqrt(n_directions)), so its distance is about ``shift`` in total.
+            weights = rng.uniform(0.75, 1.25, (n_witnesses, spec.n_directions))
+            tiles[rows] += spec.shift / np.sqrt(spec.n_directions) * weights @ directions
+        bags.append(_bag(f"{prefix}{spec.seed}_{i:04d}", label, tiles))
     return bags
 
 
