@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from histo_encoders.errors import CheckpointLayoutError, ConfigError
+from tests.training._moco_stub import stub_moco
 from training.augment import TwoViews, gaussian_blur, hed_jitter, sample_generator
 from training.checkpoint import (
     capture_rng_state,
@@ -28,29 +29,10 @@ from training.distributed import (
     unshuffle_batch,
 )
 from training.export import query_backbone_state_dict
-from training.moco import MoCo, build_moco, contrastive_accuracy
+from training.moco import build_moco, contrastive_accuracy
 from training.tiles import EpochSampler
 
 TINY_ARGS = {"layers": [1, 1, 1, 1]}
-
-
-class StubBackbone(nn.Module):
-    """A backbone small enough for exact arithmetic checks: conv + BN + pooled features."""
-
-    num_features = 6
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.bn = nn.BatchNorm2d(6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x)).mean(dim=(2, 3))
-
-
-def stub_moco(queue_size: int = 8, momentum: float = 0.9) -> MoCo:
-    torch.manual_seed(0)
-    return MoCo(StubBackbone(), dim=4, hidden_dim=5, queue_size=queue_size, momentum=momentum)
 
 
 def test_enqueue_writes_at_pointer_and_wraps_around() -> None:

@@ -15,30 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import training.distributed as distributed
+from tests.training._moco_stub import stub_moco
 from training.distributed import DistInfo
 from training.moco import MoCo
 from training.pretrain_loop import key_encoder_for
 
 BATCH = 4
-
-
-class StubBackbone(nn.Module):
-    """Conv + BN + pooled features: small enough for exact arithmetic."""
-
-    num_features = 6
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.bn = nn.BatchNorm2d(6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x)).mean(dim=(2, 3))
-
-
-def _moco(queue_size: int = 12, momentum: float = 0.9) -> MoCo:
-    torch.manual_seed(0)
-    return MoCo(StubBackbone(), dim=4, hidden_dim=5, queue_size=queue_size, momentum=momentum)
 
 
 def _views(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +39,7 @@ def _train_step(moco: MoCo, optimizer: torch.optim.Optimizer, step: int):
 
 
 def test_the_queue_holds_exactly_the_last_keys_after_several_steps() -> None:
-    moco = _moco(queue_size=12)  # 3 batches: 5 steps wrap the ring
+    moco = stub_moco(queue_size=12)  # 3 batches: 5 steps wrap the ring
     optimizer = torch.optim.SGD(moco.encoder_q.parameters(), lr=0.1)
     keys = [_train_step(moco, optimizer, step).keys for step in range(5)]
     ring = torch.roll(moco.queue, -int(moco.queue_ptr), dims=1)  # oldest key first
@@ -65,7 +47,7 @@ def test_the_queue_holds_exactly_the_last_keys_after_several_steps() -> None:
 
 
 def test_the_key_encoder_is_a_momentum_copy_of_the_query_encoder() -> None:
-    moco = _moco(momentum=0.9)
+    moco = stub_moco(queue_size=12, momentum=0.9)
     pairs = list(zip(moco.encoder_k.parameters(), moco.encoder_q.parameters(), strict=True))
     assert all(torch.equal(k, q) and k.data_ptr() != q.data_ptr() for k, q in pairs)
     optimizer = torch.optim.SGD(moco.encoder_q.parameters(), lr=0.5)
@@ -83,7 +65,7 @@ def test_the_key_encoder_is_a_momentum_copy_of_the_query_encoder() -> None:
 
 
 def test_logits_are_the_positive_then_the_queue_over_the_temperature() -> None:
-    moco = _moco()
+    moco = stub_moco(queue_size=12)
     im_q, im_k = _views(0)
     queue = moco.queue.clone()  # the negatives of this step: the queue before this step's keys
     with torch.no_grad():
