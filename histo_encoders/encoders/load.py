@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 
 from histo_encoders.encoders import folder as folder_format
-from histo_encoders.encoders import hub, pooling
+from histo_encoders.encoders import hub, pooling, trust
 from histo_encoders.encoders.checks import check_config
 from histo_encoders.encoders.config import EncoderConfig
 from histo_encoders.encoders.registry import get_config, is_registered, list_encoders, suggest
@@ -205,7 +205,7 @@ def _fetch_hub_id(ref: hub.HubRef) -> FetchedEncoder:
     at_commit = ref.at(commit)
     # config.json and the weights come from the same commit, whatever the branch does meanwhile.
     config_path = hub.download(at_commit, hub.CONFIG_NAME)
-    hub.verify_advertised(config_path)
+    trust.verify_advertised(config_path)
     config = folder_format.from_config_json(
         _read_json(config_path), default_name=ref.repo_id, source=f"config.json of {at_commit}"
     )
@@ -228,14 +228,14 @@ def _verify_hub_weights(
     if downloaded_from is not None and downloaded_from != commit:
         raise ConfigError(f"{weights} belongs to commit {downloaded_from}, not {commit}")
     # The body must be what the hub advertised before any record may vouch for it.
-    sha256 = hub.sha256_file(weights)
-    hub.verify_advertised(weights, sha256)
+    sha256 = trust.sha256_file(weights)
+    trust.verify_advertised(weights, sha256)
     if expected:
-        hub.verify_file(weights, expected, source, actual=sha256)
+        trust.verify_file(weights, expected, source, actual=sha256)
         checked = source
     else:
         key = f"{ref.repo_id}@{commit}/{weights.name}"
-        sha256, checked = hub.verify_first_seen(weights, key, sha256=sha256)
+        sha256, checked = trust.verify_first_seen(weights, key, sha256=sha256)
     return EncoderProvenance(
         encoder=name,
         source="hub",
@@ -275,10 +275,10 @@ def _fetch_local(path: Path) -> FetchedEncoder:
         _read_json(config_path), default_name=folder.name, source=str(config_path)
     )
     if config.sha256:
-        sha256 = hub.verify_file(weights, config.sha256, str(config_path))
+        sha256 = trust.verify_file(weights, config.sha256, str(config_path))
         checked = str(config_path)
     else:
-        sha256, checked = hub.sha256_file(weights), "nothing (no hash in config.json)"
+        sha256, checked = trust.sha256_file(weights), "nothing (no hash in config.json)"
     provenance = EncoderProvenance(
         encoder=config.name,
         source="local",

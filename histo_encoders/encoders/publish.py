@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from histo_encoders.atomic import staging_folder, swap_in_folder
-from histo_encoders.encoders import hub
+from histo_encoders.encoders import hub, trust
 from histo_encoders.encoders.config import EncoderConfig
 from histo_encoders.encoders.folder import METADATA_KEY, to_config_json
 from histo_encoders.encoders.load import build_model, load_weights_strictly
@@ -113,7 +113,7 @@ def _write_folder(
 
     weights = folder / hub.WEIGHTS_NAME
     save_file(state, str(weights), metadata={"format": "pt"})
-    sha256 = hub.sha256_file(weights)
+    sha256 = trust.sha256_file(weights)
     document = to_config_json(config, weights_sha256=sha256)
     (folder / hub.CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     card = render_card(config, weights_sha256=sha256, notes=notes)

@@ -37,7 +37,7 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture()
 def registered(tiny_repo: dict[str, str]):
     """Register a record pinned to the first commit, with its sha256."""
-    from histo_encoders.encoders.hub import sha256_file
+    from histo_encoders.encoders.trust import sha256_file
 
     sha = sha256_file(Path(tiny_repo["folder_first"]) / "model.safetensors")
     config = TINY.with_updates(

@@ -16,7 +16,7 @@ import pytest
 import histo_encoders
 from histo_encoders import errors
 from histo_encoders.cli import main
-from histo_encoders.encoders import hub
+from histo_encoders.encoders import trust
 from histo_encoders.encoders.registry import register_encoder, unregister_encoder
 from tests.encoder_kit import TINY, export_tiny, folder_files
 from tests.hubserver import session_hub
@@ -35,8 +35,8 @@ def pinned_repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {
         "first": first,
         "second": second,
-        "sha_first": hub.sha256_file(root / "a" / "model.safetensors"),
-        "sha_second": hub.sha256_file(root / "b" / "model.safetensors"),
+        "sha_first": trust.sha256_file(root / "a" / "model.safetensors"),
+        "sha_second": trust.sha256_file(root / "b" / "model.safetensors"),
     }
 
 
@@ -219,7 +219,7 @@ def test_concurrent_first_loads_lose_no_entry(tmp_path: Path, home) -> None:
     def record(chunk: list[str]) -> None:
         try:
             for key in chunk:
-                hub.verify_first_seen(weights, key)
+                trust.verify_first_seen(weights, key)
         except BaseException as error:  # reported below
             failures.append(error)
 

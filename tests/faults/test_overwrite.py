@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from histo_encoders.encoders import publish
-from histo_encoders.encoders.hub import sha256_file
+from histo_encoders.encoders.trust import sha256_file
 from tests.encoder_kit import TINY, export_tiny, seeded_state
 from tests.faults.conftest import run_cli
 
