@@ -268,6 +268,28 @@ def _slow_mcu(
     return OK, position, buffer, bits, marker
 
 
+@compiled(inline="always")
+def _fill_fast(data, size, position, buffer, bits, marker):
+    """FILL_BIT_BUFFER_FAST: six GET_BYTEs, a marker read as zero bytes and not consumed.
+
+    Returns (position, buffer, bits, marker). Inlined where it is called (numba's IR inlining):
+    the fast MCU loop pays no call for it.
+    """
+    for _ in range(6):
+        c0 = np.int64(data[position]) if position < size else 0
+        position += 1
+        c1 = np.int64(data[position]) if position < size else 0
+        buffer = (buffer << 8) | c0
+        bits += 8
+        if c0 == 0xFF:
+            position += 1
+            if c1 != 0:
+                marker = c1
+                position -= 2
+                buffer &= ~np.int64(0xFF)
+    return position, buffer, bits, marker
+
+
 @compiled()
 def _fast_mcu(
     data, position, buffer, bits, blocks, block_dc, block_ac, lookups, maxcodes, offsets, values
@@ -276,8 +298,8 @@ def _fast_mcu(
 
     Returns (position, buffer, bits, marker met). A code longer than 16 bits reads as 0 with no
     warning here; a marker reads as zero bytes without being consumed, and a nonzero marker
-    tells the caller to decode the MCU again with the slow path, as libjpeg does. Written out in
-    one loop: this is where the check spends its time.
+    tells the caller to decode the MCU again with the slow path, as libjpeg does. This is where
+    the check spends its time: the bit-buffer refill is inlined, not called.
     """
     size = data.shape[0]
     marker = 0
@@ -286,19 +308,10 @@ def _fast_mcu(
             table = block_dc[block] if kind == 0 else block_ac[block]
             k = 1
             while k < 64:
-                if bits <= 16:  # FILL_BIT_BUFFER_FAST: six GET_BYTEs
-                    for _ in range(6):
-                        c0 = np.int64(data[position]) if position < size else 0
-                        position += 1
-                        c1 = np.int64(data[position]) if position < size else 0
-                        buffer = (buffer << 8) | c0
-                        bits += 8
-                        if c0 == 0xFF:
-                            position += 1
-                            if c1 != 0:
-                                marker = c1
-                                position -= 2
-                                buffer &= ~np.int64(0xFF)
+                if bits <= 16:
+                    position, buffer, bits, marker = _fill_fast(
+                        data, size, position, buffer, bits, marker
+                    )
                 entry = lookups[table, (buffer >> (bits - _LOOKAHEAD)) & 0xFF]
                 length = entry >> _LOOKAHEAD
                 bits -= length
@@ -315,18 +328,9 @@ def _fast_mcu(
                 extra = symbol if kind == 0 else symbol & 15
                 if extra != 0:
                     if bits <= 16:
-                        for _ in range(6):
-                            c0 = np.int64(data[position]) if position < size else 0
-                            position += 1
-                            c1 = np.int64(data[position]) if position < size else 0
-                            buffer = (buffer << 8) | c0
-                            bits += 8
-                            if c0 == 0xFF:
-                                position += 1
-                                if c1 != 0:
-                                    marker = c1
-                                    position -= 2
-                                    buffer &= ~np.int64(0xFF)
+                        position, buffer, bits, marker = _fill_fast(
+                            data, size, position, buffer, bits, marker
+                        )
                     bits -= extra
                 if kind == 0:
                     break
