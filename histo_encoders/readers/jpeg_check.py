@@ -257,15 +257,20 @@ def _slow_mcu(
                     bits -= extra
                 if kind == 0:
                     break
-                run = symbol >> 4
-                if extra != 0:
-                    k += run
-                elif run != 15:
-                    break
-                else:
-                    k += 15
-                k += 1
+                k = _next_index(k, symbol, extra)
     return OK, position, buffer, bits, marker
+
+
+@compiled(inline="always")
+def _next_index(k, symbol, extra):
+    """The coefficient index after AC ``symbol`` (run in its high nibble); 64 ends the block:
+    an end-of-block (run below 15, no bits) or the last coefficient."""
+    run = symbol >> 4
+    if extra != 0:
+        return k + run + 1
+    if run != 15:
+        return 64
+    return k + 16
 
 
 @compiled(inline="always")
@@ -334,14 +339,7 @@ def _fast_mcu(
                     bits -= extra
                 if kind == 0:
                     break
-                run = symbol >> 4
-                if extra != 0:
-                    k += run
-                elif run != 15:
-                    break
-                else:
-                    k += 15
-                k += 1
+                k = _next_index(k, symbol, extra)
     return position, buffer, bits, marker
 
 
