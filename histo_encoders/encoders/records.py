@@ -176,6 +176,19 @@ KAIKO_2024 = (
 # Virchow's and UNI2-h's MLP is a packed SwiGLU: a config.json cannot carry the classes, so the
 # authors pass them in code (and so do we, by name: see load.timm_model_args).
 _SWIGLU = {"mlp_layer": "SwiGLUPacked", "act_layer": "silu"}
+# H-optimus-0 and -1: one network, tiling and normalization. img_size: the config.json's
+# input_size 224 with fixed_input_size (timm's default for this architecture is 518);
+# init_values and dynamic_img_size as the authors pass them.
+_HOPTIMUS_NETWORK = {
+    "architecture": "vit_giant_patch14_reg4_dinov2",
+    "model_args": {"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
+    "num_features": 1536,
+    "pooling": "cls",
+    "tile_size": 224,
+    "mpp": 0.5,
+    "mean": HOPTIMUS_MEAN,
+    "std": HOPTIMUS_STD,
+}
 _UNI_TERMS = (
     "Gated: request access on the hub page and accept the CC-BY-NC-ND 4.0 terms (non-commercial, "
     "academic research, no redistribution of the weights)."
@@ -387,16 +400,7 @@ _FIELD_RECORDS: tuple[EncoderConfig, ...] = (
     EncoderConfig(
         name="h-optimus-0",
         aliases=("h_optimus_0", "hoptimus0"),
-        architecture="vit_giant_patch14_reg4_dinov2",
-        # img_size: the config.json's input_size 224 with fixed_input_size (timm's default for
-        # this architecture is 518); init_values and dynamic_img_size as the authors pass them.
-        model_args={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
-        num_features=1536,
-        pooling="cls",
-        tile_size=224,
-        mpp=0.5,
-        mean=HOPTIMUS_MEAN,
-        std=HOPTIMUS_STD,
+        **_HOPTIMUS_NETWORK,
         license="apache-2.0",
         ssl_method="DINOv2/iBOT-style self-supervision",
         training_data="more than 500,000 proprietary H&E WSIs, several hundred million tiles",
@@ -424,14 +428,7 @@ _FIELD_RECORDS: tuple[EncoderConfig, ...] = (
     EncoderConfig(
         name="h-optimus-1",
         aliases=("h_optimus_1", "hoptimus1"),
-        architecture="vit_giant_patch14_reg4_dinov2",
-        model_args={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
-        num_features=1536,
-        pooling="cls",
-        tile_size=224,
-        mpp=0.5,
-        mean=HOPTIMUS_MEAN,
-        std=HOPTIMUS_STD,
+        **_HOPTIMUS_NETWORK,
         license="cc-by-nc-nd-4.0",
         ssl_method="self-supervised (Bioptimus; see the hub card)",
         training_data="Bioptimus' proprietary H&E WSIs (see the hub card)",
